@@ -1,0 +1,58 @@
+#!/usr/bin/env python
+"""Writes a small synthetic VQA2 / COCO captions / NLVR2 / VCR dataset in exactly the real formats.
+
+Answers are learnable from the region features and not from the text alone (see
+``visualbert/data/synthetic.py``). Seeded and deterministic; a few MB at the default size.
+
+    python tools/make_synthetic_data.py --out /tmp/synth
+    python tools/make_synthetic_data.py --out /tmp/synth_small --vqa_dim 64 --nlvr2_dim 64 --num_images 600
+"""
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from visualbert.data.synthetic import DEFAULTS, generate  # noqa: E402
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    p.add_argument("--tasks", default=",".join(DEFAULTS["tasks"]),
+                   help="comma-separated subset of vqa (VQA2 + COCO captions), nlvr2, vcr")
+    p.add_argument("--num_images", type=int, default=DEFAULTS["num_images"],
+                   help="VQA/COCO images, split 60/20/20 into train2014/val2014/test2015")
+    p.add_argument("--questions_per_image", type=int, default=DEFAULTS["questions_per_image"])
+    p.add_argument("--regions", type=int, default=DEFAULTS["regions"], help="regions per VQA/COCO image (real: 100)")
+    p.add_argument("--vqa_dim", type=int, default=DEFAULTS["vqa_dim"], help="VQA/COCO feature width (real: 2048)")
+    p.add_argument("--captions_per_image", type=int, default=DEFAULTS["captions_per_image"])
+    p.add_argument("--nlvr2_sets", type=int, default=DEFAULTS["nlvr2_sets"],
+                   help="NLVR2 sentences (each paired with 2 image pairs), split 60/20/20 into train/dev/test1")
+    p.add_argument("--nlvr2_regions", type=int, default=DEFAULTS["nlvr2_regions"],
+                   help="maximum regions per NLVR2 image (counts vary per image; real cap: 144)")
+    p.add_argument("--nlvr2_dim", type=int, default=DEFAULTS["nlvr2_dim"], help="NLVR2 feature width (real: 1024)")
+    p.add_argument("--vcr_examples", type=int, default=DEFAULTS["vcr_examples"], help="VCR questions (train/val 2:1)")
+    p.add_argument("--vcr_dim", type=int, default=DEFAULTS["vcr_dim"], help="VCR box feature width (real: 512)")
+    p.add_argument("--noise", type=float, default=DEFAULTS["noise"], help="feature noise std (latent space)")
+    p.add_argument("--answer_noise", type=float, default=DEFAULTS["answer_noise"],
+                   help="probability that one of the ten human answers is wrong")
+    p.add_argument("--feature_scale", type=float, default=DEFAULTS["feature_scale"])
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = vars(p.parse_args(argv))
+    out = args.pop("out")
+    quiet = args.pop("quiet")
+    tasks = tuple(t.strip() for t in args.pop("tasks").split(",") if t.strip())
+    bad = set(tasks) - {"vqa", "nlvr2", "vcr"}
+    if bad:
+        p.error(f"unknown tasks {sorted(bad)}")
+    manifest = generate(out, progress=not quiet, tasks=tasks, **args)
+    print(json.dumps(manifest["counts"], sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""COCO captions for pretraining (masked LM + sentence-image matching)."""
+
+import contextlib
+import io
+import os
+import re
+
+import numpy as np
+
+from ..constants import SENTENCE_IMAGE_MATCH, SENTENCE_IMAGE_RANDOM
+from .errors import DataFormatError, with_example_context
+from .features import open_feature_store
+from .text import DEFAULT_MAX_SEQ_LENGTH, TextEncoder, example_rng
+
+_SET_RE = re.compile(r"captions_([a-z]+\d{4})\.json$")
+
+
+def coco_image_key(image_id, image_set="train2014", file_name=None):
+    """str: feature key of a COCO image (the file-name stem, ``COCO_train2014_000000000009``)."""
+    if file_name:
+        return os.path.splitext(os.path.basename(file_name))[0]
+    return f"COCO_{image_set}_{int(image_id):012d}"
+
+
+def load_coco_captions(annotation_file):
+    """Loads a COCO captions file with pycocotools.
+
+    Returns:
+        pycocotools.coco.COCO
+
+    Raises:
+        FileNotFoundError, DataFormatError: naming the file.
+    """
+    from pycocotools.coco import COCO
+
+    if not os.path.isfile(annotation_file):
+        raise FileNotFoundError(f"COCO captions file {annotation_file} does not exist")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco = COCO(annotation_file)
+    except Exception as e:  # json errors, missing 'annotations' / 'images'
+        raise DataFormatError(
+            f"{annotation_file}: not a COCO captions file (expected JSON with 'images' and 'annotations' "
+            f"having id, image_id, caption): {e!r}"
+        ) from e
+    for ann in coco.dataset.get("annotations", [])[:1]:
+        for key in ("id", "image_id", "caption"):
+            if key not in ann:
+                raise DataFormatError(f"{annotation_file}: annotation {ann.get('id')} lacks {key!r}")
+    return coco
+
+
+class CocoCaptionsPretrainDataset:
+    """Caption pairs for VisualBERT pretraining, redrawn every epoch.
+
+    Example ``i`` is caption A = the i-th annotation. Each epoch (:meth:`set_epoch`), with probability
+    ``same_image_prob`` caption B is another caption of the same image (``sentence_image_labels`` = 1),
+    else a caption of a random other image (0). Text ``[CLS] A [SEP] B [SEP]`` with types 0/1, longest-first
+    truncation to ``max_seq_length``; MLM 15% (80/10/10) over wordpieces only. Visual: the image of A, types 0.
+
+    Sample: ``input_ids``, ``token_type_ids``, ``labels`` int64 [T]; ``visual_embeds`` float32 [R, D];
+    ``visual_token_type_ids`` int64 [R]; ``sentence_image_labels`` int64 scalar; metadata ``image_id``,
+    ``caption_id``.
+
+    Args:
+        annotation_file (str): ``captions_{train,val}2014.json``.
+        features (str or FeatureStore): features keyed by the image file-name stem.
+        tokenizer: BERT tokenizer.
+        image_set (str, optional): COCO set for keys when images lack ``file_name`` (default: from the file name).
+        max_seq_length (int), mask_prob (float), same_image_prob (float), seed (int), feature_dim (int, optional),
+        max_regions (int, optional), check_features (bool).
+    """
+
+    def __init__(self, annotation_file, features, tokenizer, image_set=None, max_seq_length=DEFAULT_MAX_SEQ_LENGTH,
+                 mask_prob=0.15, same_image_prob=0.5, seed=0, feature_dim=None, max_regions=None, check_features=False):
+        self.source = annotation_file
+        coco = load_coco_captions(annotation_file)
+        m = _SET_RE.search(os.path.basename(annotation_file))
+        image_set = image_set or (m.group(1) if m else "train2014")
+        anns = sorted(coco.dataset.get("annotations", []), key=lambda a: a["id"])
+        if not anns:
+            raise DataFormatError(f"{annotation_file}: empty split (no caption annotations)")
+        images = {img["id"]: img for img in coco.dataset.get("images", [])}
+        self.captions = [str(a["caption"]) for a in anns]
+        self.caption_ids = [int(a["id"]) for a in anns]
+        self.image_ids = np.array([int(a["image_id"]) for a in anns], dtype=np.int64)
+        self.keys = {
+            i: coco_image_key(i, image_set, images.get(i, {}).get("file_name")) for i in np.unique(self.image_ids).tolist()
+        }
+        by_image = {}
+        for idx, image_id in enumerate(self.image_ids.tolist()):
+            by_image.setdefault(image_id, []).append(idx)
+        self.by_image = by_image
+        if len(by_image) < 2:
+            raise DataFormatError(f"{annotation_file}: needs captions of at least two images to draw random pairs")
+        self.store = open_feature_store(features, dim=feature_dim, max_regions=max_regions)
+        self.text = TextEncoder(tokenizer, max_seq_length)
+        self.mask_prob = mask_prob
+        self.same_image_prob = same_image_prob
+        self.seed = seed
+        self.epoch = 0
+        if check_features:
+            self.check_features()
+
+    def check_features(self):
+        self.store.check(list(self.keys.values()), source=self.source)
+
+    def set_epoch(self, epoch):
+        """Sets the epoch: pairs and masks are redrawn per epoch. Call in the main process before iterating."""
+        self.epoch = int(epoch)
+
+    def __len__(self):
+        return len(self.captions)
+
+    def draw_pair(self, index, rng):
+        """tuple[int, int]: (index of caption B, sentence-image label) for caption A = ``index``."""
+        image_id = int(self.image_ids[index])
+        if rng.random() < self.same_image_prob:
+            others = [j for j in self.by_image[image_id] if j != index]
+            j = others[rng.integers(len(others))] if others else index
+            return j, SENTENCE_IMAGE_MATCH
+        while True:  # a caption of another image (terminates: at least two images)
+            j = int(rng.integers(len(self.captions)))
+            if self.image_ids[j] != image_id:
+                return j, SENTENCE_IMAGE_RANDOM
+
+    def __getitem__(self, index):
+        try:
+            return self._example(index)
+        except Exception as e:
+            raise with_example_context(e, f"example {index} (caption id {self.caption_ids[index]}) of {self.source}") from e
+
+    def _example(self, index):
+        rng = example_rng(self.seed, self.epoch, index)
+        j, label = self.draw_pair(index, rng)
+        image_id = int(self.image_ids[index])
+        visual = self.store[self.keys[image_id]]
+        enc = self.text.build(self.text.wordpieces(self.captions[index]), self.text.wordpieces(self.captions[j]))
+        input_ids, labels = self.text.mask(enc["input_ids"], enc["special_mask"], rng, self.mask_prob)
+        return {
+            "input_ids": input_ids,
+            "token_type_ids": enc["token_type_ids"],
+            "labels": labels,
+            "visual_embeds": visual,
+            "visual_token_type_ids": np.zeros(visual.shape[0], dtype=np.int64),
+            "sentence_image_labels": np.array(label, dtype=np.int64),
+            "image_id": image_id,
+            "caption_id": self.caption_ids[index],
+        }

@@ -1,0 +1,142 @@
+"""The one collator: pads text and regions, builds the masks, and is the only place that makes tensors."""
+
+import numpy as np
+
+from ..constants import ALIGNMENT_PAD, IGNORE_INDEX
+
+TENSOR_KEYS = (
+    "input_ids",
+    "attention_mask",
+    "token_type_ids",
+    "visual_embeds",
+    "visual_attention_mask",
+    "visual_token_type_ids",
+    "image_text_alignment",
+    "labels",
+    "sentence_image_labels",
+)
+
+
+def _is_mlm_labels(labels, input_ids):
+    labels = np.asarray(labels)
+    return labels.ndim >= 1 and np.issubdtype(labels.dtype, np.integer) and labels.shape == np.shape(input_ids)
+
+
+class Collator:
+    """Batches dataset samples (dicts of numpy values).
+
+    Output keys (the model's forward argument names), shapes for B samples, text length T and region count R
+    of the batch (the longest, or the fixed ``max_seq_length`` / ``max_regions``):
+
+    * ``input_ids``, ``token_type_ids``, ``attention_mask``: int64 [B, T] (VCR: [B, C, T]); text is
+      RIGHT-padded with ``pad_token_id`` / 0, ``attention_mask`` 1 on tokens, 0 on padding;
+    * ``visual_embeds`` float32 [B, R, D] (zero padding), ``visual_token_type_ids`` int64 [B, R] (0 padding),
+      ``visual_attention_mask`` int64 [B, R] (0 on padding regions);
+    * ``image_text_alignment`` int64 [B, R, A] (VCR [B, C, R, A]), padding ``ALIGNMENT_PAD`` (-1);
+    * ``labels``: masked-LM labels (int, same shape as a sample's ``input_ids``) become int64 [B, T + R] with
+      ``IGNORE_INDEX`` over text padding and every region position; other labels are stacked (VQA float32
+      [B, num_answers], NLVR2/VCR int64 [B]);
+    * ``sentence_image_labels`` int64 [B];
+    * every other key (``question_id``, ``identifier``, ``answers``...) becomes a plain list.
+
+    Keys present in only some samples of a batch raise ``ValueError``.
+
+    Args:
+        pad_token_id (int): text padding id ([PAD] = 0 for bert-base-uncased).
+        max_seq_length (int, optional): pad text to exactly this length (error if a sample is longer).
+        max_regions (int, optional): pad regions to exactly this count (error if a sample has more).
+        return_tensors (str): ``"paddle"`` (paddle.Tensor; works inside ``paddle.io.DataLoader`` workers) or
+            ``"np"``.
+    """
+
+    def __init__(self, pad_token_id=0, max_seq_length=None, max_regions=None, return_tensors="paddle"):
+        if return_tensors not in ("paddle", "np"):
+            raise ValueError(f"return_tensors must be 'paddle' or 'np', got {return_tensors!r}")
+        self.pad_token_id = pad_token_id
+        self.max_seq_length = max_seq_length
+        self.max_regions = max_regions
+        self.return_tensors = return_tensors
+
+    @staticmethod
+    def _target(lengths, fixed, what):
+        longest = max(lengths)
+        if fixed is None:
+            return longest
+        if longest > fixed:
+            raise ValueError(f"a sample has {longest} {what}, more than the fixed padding length {fixed}")
+        return fixed
+
+    def __call__(self, samples):
+        if not samples:
+            raise ValueError("cannot collate an empty batch")
+        keys = set(samples[0])
+        for i, s in enumerate(samples):
+            if set(s) != keys:
+                raise ValueError(f"sample {i} of the batch has keys {sorted(s)}, sample 0 has {sorted(keys)}")
+        B = len(samples)
+        out = {}
+        ids = [np.asarray(s["input_ids"]) for s in samples]
+        multiple_choice = ids[0].ndim == 2
+        T = self._target([x.shape[-1] for x in ids], self.max_seq_length, "text tokens")
+        lead = (B, ids[0].shape[0]) if multiple_choice else (B,)
+        input_ids = np.full(lead + (T,), self.pad_token_id, dtype=np.int64)
+        token_type_ids = np.zeros(lead + (T,), dtype=np.int64)
+        attention_mask = np.zeros(lead + (T,), dtype=np.int64)
+        for b, s in enumerate(samples):
+            t = ids[b].shape[-1]
+            input_ids[b, ..., :t] = ids[b]
+            token_type_ids[b, ..., :t] = s["token_type_ids"]
+            if "attention_mask" in s:
+                attention_mask[b, ..., :t] = s["attention_mask"]
+            elif multiple_choice:
+                attention_mask[b, ..., :t] = ids[b] != self.pad_token_id
+            else:
+                attention_mask[b, :t] = 1
+        out.update(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask)
+
+        visual = [np.asarray(s["visual_embeds"], dtype=np.float32) for s in samples]
+        R = self._target([v.shape[0] for v in visual], self.max_regions, "regions")
+        D = visual[0].shape[1]
+        visual_embeds = np.zeros((B, R, D), dtype=np.float32)
+        visual_attention_mask = np.zeros((B, R), dtype=np.int64)
+        visual_token_type_ids = np.zeros((B, R), dtype=np.int64)
+        for b, (s, v) in enumerate(zip(samples, visual)):
+            if v.shape[1] != D:
+                raise ValueError(f"sample {b} has visual width {v.shape[1]}, sample 0 has {D}")
+            visual_embeds[b, : v.shape[0]] = v
+            visual_attention_mask[b, : v.shape[0]] = 1
+            if "visual_token_type_ids" in s:
+                visual_token_type_ids[b, : v.shape[0]] = s["visual_token_type_ids"]
+        out.update(
+            visual_embeds=visual_embeds,
+            visual_attention_mask=visual_attention_mask,
+            visual_token_type_ids=visual_token_type_ids,
+        )
+
+        if "image_text_alignment" in keys:
+            aligns = [np.asarray(s["image_text_alignment"], dtype=np.int64) for s in samples]
+            A = max(a.shape[-1] for a in aligns)
+            align = np.full(lead + (R, A), ALIGNMENT_PAD, dtype=np.int64)
+            for b, a in enumerate(aligns):
+                align[b, ..., : a.shape[-2], : a.shape[-1]] = a
+            out["image_text_alignment"] = align
+
+        if "labels" in keys:
+            if _is_mlm_labels(samples[0]["labels"], samples[0]["input_ids"]):
+                labels = np.full((B, T + R), IGNORE_INDEX, dtype=np.int64)
+                for b, s in enumerate(samples):
+                    lab = np.asarray(s["labels"], dtype=np.int64)
+                    labels[b, : lab.shape[0]] = lab
+            else:
+                labels = np.stack([np.asarray(s["labels"]) for s in samples])
+            out["labels"] = labels
+        if "sentence_image_labels" in keys:
+            out["sentence_image_labels"] = np.stack([np.asarray(s["sentence_image_labels"], dtype=np.int64) for s in samples])
+
+        if self.return_tensors == "paddle":
+            import paddle
+
+            out = {k: paddle.to_tensor(v) for k, v in out.items()}
+        for key in sorted(keys - set(TENSOR_KEYS)):
+            out[key] = [s[key] for s in samples]
+        return out

@@ -1,0 +1,408 @@
+"""Region-feature stores: ``store[key] -> float32 array [R, D]``.
+
+Two implementations share one interface (:class:`FeatureStore`):
+
+* :class:`NpyFeatureStore` reads one ``.npy`` file per image, in the released layouts
+  (the layout is derived from the root directory, see :func:`detect_layout`):
+
+  - ``vqa``:   ``<root>/fc6/vqa/<set>/COCO_<set>_<id:012d>.npy`` (root = ``detectron_fix_100``),
+    or ``<root>/<set>/COCO_...npy`` (root = ``detectron_fix_100/fc6/vqa``); key ``COCO_train2014_000000000009``;
+  - ``nlvr2``: ``<root>/<split>/feature_1024dim/<split>-<set>-<pair>-img{0,1}.png.npy``
+    (root = ``detectron_fix_144``); key ``dev-850-0-img0.png``;
+  - ``flat``:  ``<root>/<key>.npy`` (any other directory, e.g. one split directory, or VCR features).
+
+* :class:`PackedFeatureStore` reads a directory written by ``tools/pack_features.py``:
+  ``features.npy`` (all regions of all images stacked, [N_regions, D], float32 or float16, memory-mapped)
+  and ``index.json`` (key -> row offset and region count). Loading an example is a slice, not a file open.
+
+:func:`open_feature_store` picks the right one. A missing root fails at construction.
+"""
+
+import json
+import os
+import re
+
+import numpy as np
+
+from .errors import DataFormatError, MissingFeaturesError
+
+_VQA_SET_RE = re.compile(r"^COCO_([a-z]+\d{4})_\d+$")
+_VQA_SET_DIR_RE = re.compile(r"^(train|val|test)\d{4}$")
+PACKED_ARRAY = "features.npy"
+PACKED_INDEX = "index.json"
+MAX_LISTED_MISSING = 10
+
+
+def _format_missing(missing, total, what):
+    shown = ", ".join(missing[:MAX_LISTED_MISSING])
+    more = f" (and {len(missing) - MAX_LISTED_MISSING} more)" if len(missing) > MAX_LISTED_MISSING else ""
+    return f"{len(missing)} of {total} {what} have no region features; first missing: {shown}{more}"
+
+
+class FeatureStore:
+    """Interface of a region-feature store.
+
+    Attributes:
+        root (str): the directory the store reads.
+        dim (int or None): expected feature width D (None: taken from the first array read).
+        max_regions (int or None): rows beyond this are dropped (arrays are in descending detector confidence).
+    """
+
+    root = None
+    dim = None
+    max_regions = None
+
+    def __getitem__(self, key):
+        """Returns the region features of one image.
+
+        Args:
+            key (str): image key (see the module docstring).
+
+        Returns:
+            np.ndarray: float32 [R, D], R <= ``max_regions``.
+
+        Raises:
+            MissingFeaturesError: no features for ``key`` (the message names the expected file).
+            DataFormatError: the stored array is empty, truncated, not 2-D or of the wrong width.
+        """
+        raise NotImplementedError
+
+    def __contains__(self, key):
+        raise NotImplementedError
+
+    def num_regions(self, key):
+        """int: R of ``key`` (after the ``max_regions`` cap), without reading the whole array when possible."""
+        return int(self[key].shape[0])
+
+    @property
+    def R(self):  # noqa: N802 - the name used in the design notes
+        """int or None: the region cap ``max_regions`` (an upper bound on R of every array)."""
+        return self.max_regions
+
+    def keys(self):
+        """list[str]: every key the store holds."""
+        raise NotImplementedError
+
+    def describe(self, key):
+        """str: where ``key`` is (or would be) stored, for error messages."""
+        return f"{key!r} in {self.root}"
+
+    def missing(self, keys):
+        """Returns the keys (in order, without duplicates) that have no features. Cheap: no array is read."""
+        seen = set()
+        out = []
+        for key in keys:
+            if key in seen:
+                continue
+            seen.add(key)
+            if key not in self:
+                out.append(key)
+        return out
+
+    def check(self, keys, source=""):
+        """Raises :class:`MissingFeaturesError` listing every missing key of ``keys`` (the first ones in the message).
+
+        Args:
+            keys (iterable of str): keys a split needs.
+            source (str): the annotation file, named in the message.
+        """
+        keys = list(dict.fromkeys(keys))
+        missing = self.missing(keys)
+        if missing:
+            where = f" needed by {source}" if source else ""
+            raise MissingFeaturesError(
+                _format_missing(missing, len(keys), f"images{where}") + f"; expected e.g. {self.describe(missing[0])}",
+                missing,
+            )
+
+    def _validate(self, array, where):
+        """Checks rank and width, applies the region cap and returns float32 [R, D]."""
+        if array.ndim != 2:
+            raise DataFormatError(f"{where}: expected a 2-D array [regions, {self.dim or 'D'}], got shape {array.shape}")
+        if array.shape[0] == 0:
+            raise DataFormatError(f"{where}: the feature array has no regions (shape {array.shape})")
+        if self.dim is None:
+            self.dim = int(array.shape[1])
+        elif array.shape[1] != self.dim:
+            raise DataFormatError(
+                f"{where}: expected feature width {self.dim}, got shape {array.shape} "
+                "(wrong feature set for this task? VQA uses 2048, NLVR2 1024, VCR 512)"
+            )
+        if self.max_regions is not None and array.shape[0] > self.max_regions:
+            array = array[: self.max_regions]
+        return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def detect_layout(root):
+    """Derives the per-image layout of a feature root.
+
+    Args:
+        root (str): a directory.
+
+    Returns:
+        tuple[str, str]: (layout, base directory), layout one of ``"vqa"``, ``"nlvr2"``, ``"flat"``.
+    """
+    if os.path.isdir(os.path.join(root, "fc6", "vqa")):
+        return "vqa", os.path.join(root, "fc6", "vqa")
+    children = [d for d in sorted(os.listdir(root)) if os.path.isdir(os.path.join(root, d))]
+    if any(os.path.isdir(os.path.join(root, d, "feature_1024dim")) for d in children):
+        return "nlvr2", root
+    if children and any(_VQA_SET_DIR_RE.match(d) for d in children):
+        return "vqa", root
+    return "flat", root
+
+
+def _read_npy(path):
+    """np.load with the file named in every failure (empty, truncated, pickled, not an array)."""
+    try:
+        if os.path.getsize(path) == 0:
+            raise DataFormatError(f"{path}: empty file (0 bytes), expected a .npy array")
+        array = np.load(path, allow_pickle=False)
+    except DataFormatError:
+        raise
+    except (ValueError, EOFError, OSError) as e:
+        raise DataFormatError(f"{path}: cannot read the .npy array (empty or truncated file?): {e}") from e
+    if not isinstance(array, np.ndarray):
+        raise DataFormatError(f"{path}: expected one array, found {type(array).__name__}")
+    return array
+
+
+class NpyFeatureStore(FeatureStore):
+    """One ``.npy`` file per image (float32 or float16, [R, D]).
+
+    Args:
+        root (str): feature root; the layout is derived from it (:func:`detect_layout`) unless ``layout`` is given.
+        dim (int, optional): expected width D; arrays of another width raise :class:`DataFormatError`.
+        max_regions (int, optional): keep only the first ``max_regions`` rows.
+        layout (str, optional): force ``"vqa"``, ``"nlvr2"`` or ``"flat"``.
+
+    Raises:
+        FileNotFoundError: ``root`` is not a directory.
+    """
+
+    def __init__(self, root, dim=None, max_regions=None, layout=None):
+        if not os.path.isdir(root):
+            raise FileNotFoundError(f"feature root {root!r} does not exist or is not a directory")
+        self.root = root
+        self.dim = dim
+        self.max_regions = max_regions
+        detected, base = detect_layout(root)
+        if layout is not None and layout != detected:
+            base = root
+        self.layout = layout or detected
+        self.base = base
+
+    def path(self, key):
+        """str: the file that holds ``key``."""
+        if self.layout == "vqa":
+            m = _VQA_SET_RE.match(key)
+            if m is None:
+                raise MissingFeaturesError(
+                    f"key {key!r} is not a COCO image name (COCO_<set>_<id:012d>) as the vqa layout of {self.root} needs",
+                    [key],
+                )
+            return os.path.join(self.base, m.group(1), key + ".npy")
+        if self.layout == "nlvr2":
+            name = key if key.endswith(".png") else key + ".png"
+            split = name.split("-", 1)[0]
+            return os.path.join(self.base, split, "feature_1024dim", name + ".npy")
+        return os.path.join(self.base, key + ".npy")
+
+    def describe(self, key):
+        try:
+            return self.path(key)
+        except MissingFeaturesError:
+            return f"{key!r} in {self.root}"
+
+    def __contains__(self, key):
+        try:
+            return os.path.isfile(self.path(key))
+        except MissingFeaturesError:
+            return False
+
+    def __getitem__(self, key):
+        path = self.path(key)
+        if not os.path.isfile(path):
+            raise MissingFeaturesError(f"no region features for image {key!r}: {path} does not exist", [key])
+        return self._validate(_read_npy(path), path)
+
+    def num_regions(self, key):
+        path = self.path(key)
+        if not os.path.isfile(path):
+            raise MissingFeaturesError(f"no region features for image {key!r}: {path} does not exist", [key])
+        try:
+            array = np.load(path, mmap_mode="r")
+        except (ValueError, EOFError, OSError) as e:
+            raise DataFormatError(f"{path}: cannot read the .npy array (empty or truncated file?): {e}") from e
+        rows = int(array.shape[0]) if array.ndim >= 1 else 0
+        return min(rows, self.max_regions) if self.max_regions is not None else rows
+
+    def keys(self):
+        """list[str]: keys of every ``.npy`` file under the base directory (sorted)."""
+        out = []
+        for dirpath, _, files in os.walk(self.base):
+            for name in files:
+                if name.endswith(".npy"):
+                    out.append(name[: -len(".npy")])
+        return sorted(out)
+
+
+class PackedFeatureStore(FeatureStore):
+    """All regions of all images in one memory-mapped array (written by ``tools/pack_features.py``).
+
+    Args:
+        root (str): directory holding ``features.npy`` [N_regions, D] and ``index.json``
+            (``{"dim": D, "dtype": ..., "keys": [...], "offsets": [...], "counts": [...]}``).
+        dim (int, optional): expected width D (checked against the index at construction).
+        max_regions (int, optional): keep only the first ``max_regions`` rows of each image.
+
+    The memory map is opened lazily in each process (the store pickles without it), so it works with
+    ``paddle.io.DataLoader`` workers.
+    """
+
+    def __init__(self, root, dim=None, max_regions=None):
+        self.root = root
+        array_path = os.path.join(root, PACKED_ARRAY)
+        index_path = os.path.join(root, PACKED_INDEX)
+        for p in (array_path, index_path):
+            if not os.path.isfile(p):
+                raise FileNotFoundError(f"packed feature store {root!r}: {p} does not exist")
+        try:
+            with open(index_path, encoding="utf-8") as f:
+                index = json.load(f)
+            keys, offsets, counts = index["keys"], index["offsets"], index["counts"]
+            stored_dim = int(index["dim"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise DataFormatError(
+                f"{index_path}: not a packed-feature index (expected JSON with dim, keys, offsets, counts): {e}"
+            ) from e
+        if not (len(keys) == len(offsets) == len(counts)):
+            raise DataFormatError(f"{index_path}: keys, offsets and counts have different lengths")
+        if dim is not None and dim != stored_dim:
+            raise DataFormatError(f"{index_path}: features have width {stored_dim}, expected {dim}")
+        self.dim = stored_dim
+        self.max_regions = max_regions
+        self.array_path = array_path
+        self._index = {k: (int(o), int(c)) for k, o, c in zip(keys, offsets, counts)}
+        self._array = None
+        array = self._open()
+        if array.ndim != 2 or array.shape[1] != stored_dim:
+            raise DataFormatError(f"{array_path}: expected shape [N, {stored_dim}], got {array.shape}")
+        total = max((o + c for o, c in self._index.values()), default=0)
+        if total > array.shape[0]:
+            raise DataFormatError(
+                f"{array_path}: the index needs {total} rows but the array has {array.shape[0]} (truncated?)"
+            )
+
+    def _open(self):
+        if self._array is None:
+            try:
+                self._array = np.load(self.array_path, mmap_mode="r")
+            except (ValueError, EOFError, OSError) as e:
+                raise DataFormatError(f"{self.array_path}: cannot memory-map the packed array: {e}") from e
+        return self._array
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_array"] = None
+        return state
+
+    def __contains__(self, key):
+        return key in self._index
+
+    def describe(self, key):
+        return f"{key!r} in the index of {self.root}"
+
+    def __getitem__(self, key):
+        entry = self._index.get(key)
+        if entry is None:
+            raise MissingFeaturesError(
+                f"no region features for image {key!r}: not in the packed store {self.root}", [key]
+            )
+        offset, count = entry
+        if self.max_regions is not None:
+            count = min(count, self.max_regions)
+        return np.asarray(self._open()[offset : offset + count], dtype=np.float32)
+
+    def num_regions(self, key):
+        entry = self._index.get(key)
+        if entry is None:
+            raise MissingFeaturesError(f"no region features for image {key!r} in {self.root}", [key])
+        return min(entry[1], self.max_regions) if self.max_regions is not None else entry[1]
+
+    def keys(self):
+        return sorted(self._index)
+
+
+def is_packed_store(path):
+    """bool: ``path`` is a directory written by ``tools/pack_features.py``."""
+    return os.path.isfile(os.path.join(path, PACKED_INDEX)) and os.path.isfile(os.path.join(path, PACKED_ARRAY))
+
+
+def open_feature_store(root, dim=None, max_regions=None):
+    """Opens the feature store at ``root`` (packed or per-image, the layout derived from the directory).
+
+    Args:
+        root (str or FeatureStore): a directory, or an already open store (returned unchanged).
+        dim (int, optional): expected feature width.
+        max_regions (int, optional): region cap.
+
+    Returns:
+        FeatureStore
+
+    Raises:
+        FileNotFoundError: ``root`` does not exist.
+    """
+    if isinstance(root, FeatureStore):
+        return root
+    if not os.path.isdir(root):
+        raise FileNotFoundError(
+            f"feature root {root!r} does not exist (expected a per-image .npy directory such as "
+            "detectron_fix_100 / detectron_fix_144, or a directory written by tools/pack_features.py)"
+        )
+    if is_packed_store(root):
+        return PackedFeatureStore(root, dim=dim, max_regions=max_regions)
+    return NpyFeatureStore(root, dim=dim, max_regions=max_regions)
+
+
+def pack_features(store, out_dir, keys=None, float16=False, progress=True):
+    """Packs the arrays of ``store`` into ``out_dir`` (``features.npy`` + ``index.json``), atomically.
+
+    Args:
+        store (FeatureStore): the source (usually an :class:`NpyFeatureStore`).
+        out_dir (str): output directory (created).
+        keys (list[str], optional): keys to pack (default: all of ``store.keys()``).
+        float16 (bool): store float16 (half the size; values are rounded, overflow raises).
+        progress (bool): show tqdm progress bars.
+
+    Returns:
+        dict: the index written.
+    """
+    from tqdm import tqdm
+
+    from .io_utils import atomic_path, save_json
+
+    keys = sorted(store.keys()) if keys is None else list(keys)
+    if not keys:
+        raise DataFormatError(f"nothing to pack: no .npy feature files under {store.root}")
+    store.check(keys, source=f"the key list for {out_dir}")
+    counts = [store.num_regions(k) for k in tqdm(keys, desc="counting regions", disable=not progress)]
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64).tolist()
+    dim = store.dim if store.dim is not None else int(store[keys[0]].shape[1])
+    dtype = np.float16 if float16 else np.float32
+    os.makedirs(out_dir, exist_ok=True)
+    array_path = os.path.join(out_dir, PACKED_ARRAY)
+    with atomic_path(array_path) as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(int(sum(counts)), dim))
+        for key, offset, count in tqdm(list(zip(keys, offsets, counts)), desc="packing", disable=not progress):
+            array = store[key]
+            if array.shape[0] != count:
+                raise DataFormatError(f"{store.describe(key)}: changed while packing ({array.shape[0]} != {count} rows)")
+            if float16 and not np.all(np.isfinite(array.astype(np.float16))):
+                raise DataFormatError(f"{store.describe(key)}: values overflow float16; pack without --float16")
+            out[offset : offset + count] = array
+        out.flush()
+        del out
+    index = {"dim": dim, "dtype": np.dtype(dtype).name, "keys": keys, "offsets": offsets, "counts": counts}
+    save_json(os.path.join(out_dir, PACKED_INDEX), index)
+    return index

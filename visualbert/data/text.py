@@ -1,0 +1,88 @@
+"""Text encoding shared by the datasets: WordPiece ids, segments, truncation and MLM corruption."""
+
+import numpy as np
+
+from .masking import mask_tokens, random_token_candidates
+
+DEFAULT_MAX_SEQ_LENGTH = 128
+
+
+class TextEncoder:
+    """Builds ``[CLS] a [SEP] (b [SEP])`` id sequences from a BERT tokenizer.
+
+    Truncation: when a sequence exceeds ``max_seq_length`` (special tokens included), wordpieces are
+    dropped from the end of the longer segment, one at a time (BERT's "longest first"); a fixed suffix
+    (e.g. the VQA ``? [MASK]``) is never dropped.
+
+    Args:
+        tokenizer: paddlenlp ``BertTokenizer`` (``visualbert.tokenizer.load_tokenizer()``).
+        max_seq_length (int): maximum number of text tokens, special tokens included.
+    """
+
+    def __init__(self, tokenizer, max_seq_length=DEFAULT_MAX_SEQ_LENGTH):
+        self.tokenizer = tokenizer
+        self.max_seq_length = int(max_seq_length)
+        ids = tokenizer.convert_tokens_to_ids(["[CLS]", "[SEP]", "[MASK]", "[PAD]"])
+        self.cls_id, self.sep_id, self.mask_id, self.pad_id = (int(i) for i in ids)
+        self._candidates = None
+
+    @property
+    def vocab_size(self):
+        return len(self.tokenizer.vocab)
+
+    @property
+    def random_candidates(self):
+        if self._candidates is None:
+            self._candidates = random_token_candidates(self.tokenizer)
+        return self._candidates
+
+    def wordpieces(self, text):
+        """list[int]: WordPiece ids of ``text`` (lower-cased, no special tokens)."""
+        return [int(i) for i in self.tokenizer.convert_tokens_to_ids(self.tokenizer.tokenize(text))]
+
+    def _truncate(self, a, b, budget):
+        a, b = list(a), list(b)
+        while len(a) + len(b) > budget:
+            if len(a) >= len(b) and a:
+                a.pop()
+            elif b:
+                b.pop()
+            else:
+                a.pop()
+        return a, b
+
+    def build(self, a, b=None, a_suffix=()):
+        """Assembles one sequence.
+
+        Args:
+            a (list[int]): first-segment wordpieces.
+            b (list[int], optional): second-segment wordpieces (type 1).
+            a_suffix (list[int]): ids appended to ``a`` that survive truncation (e.g. ``?``, ``[MASK]``).
+
+        Returns:
+            dict: ``input_ids`` int64 [T], ``token_type_ids`` int64 [T], ``special_mask`` bool [T]
+            (True on [CLS]/[SEP] and the suffix's special tokens), ``a_len`` (kept wordpieces of a).
+        """
+        a_suffix = list(a_suffix)
+        n_special = 2 + (1 if b is not None else 0) + len(a_suffix)
+        budget = self.max_seq_length - n_special
+        if budget < 0:
+            raise ValueError(f"max_seq_length {self.max_seq_length} leaves no room for the special tokens")
+        a, b2 = self._truncate(a, b or [], budget)
+        ids = [self.cls_id] + a + a_suffix + [self.sep_id]
+        types = [0] * len(ids)
+        if b is not None:
+            ids += b2 + [self.sep_id]
+            types += [1] * (len(b2) + 1)
+        ids = np.array(ids, dtype=np.int64)
+        special = np.isin(ids, [self.cls_id, self.sep_id, self.mask_id, self.pad_id])
+        return {"input_ids": ids, "token_type_ids": np.array(types, dtype=np.int64), "special_mask": special, "a_len": len(a)}
+
+    def mask(self, input_ids, special_mask, rng, mask_prob=0.15):
+        """MLM corruption, see :func:`visualbert.data.masking.mask_tokens`."""
+        return mask_tokens(input_ids, special_mask, rng, self.mask_id, self.random_candidates, mask_prob=mask_prob)
+
+
+def example_rng(seed, epoch, index):
+    """np.random.Generator determined by (seed, epoch, index): the same draw in any worker, a new one each epoch."""
+    return np.random.default_rng([int(seed), int(epoch), int(index)])

@@ -1,0 +1,173 @@
+"""VCR (Q->A and QA->R) from the VCR JSON lines, with precomputed per-box features."""
+
+import json
+import os
+
+import numpy as np
+
+from ..constants import ALIGNMENT_PAD
+from .errors import DataFormatError, with_example_context
+from .features import open_feature_store
+from .text import DEFAULT_MAX_SEQ_LENGTH, TextEncoder
+
+VCR_FEATURE_DIM = 512
+NUM_CHOICES = 4
+
+
+def read_vcr_jsonl(path):
+    """Reads VCR annotations (one JSON object per line with ``question``, ``answer_choices``,
+    ``rationale_choices``, ``objects``, ``img_fn`` and, except on test, ``answer_label``/``rationale_label``).
+
+    Raises:
+        FileNotFoundError, DataFormatError: naming the file and line.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"VCR annotation file {path} does not exist")
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataFormatError(f"{path}:{lineno}: not a JSON object ({e})") from e
+            for key in ("question", "answer_choices", "rationale_choices", "objects", "img_fn"):
+                if key not in row:
+                    raise DataFormatError(f"{path}:{lineno}: lacks {key!r} (keys: {sorted(row)})")
+            row["_line"] = lineno
+            rows.append(row)
+    if not rows:
+        raise DataFormatError(f"{path}: empty split (no annotation lines)")
+    return rows
+
+
+def vcr_image_key(img_fn):
+    """str: feature key of a VCR image: ``img_fn`` without its extension (``movie/clip@0.jpg`` -> ``movie/clip@0``)."""
+    return os.path.splitext(img_fn)[0]
+
+
+class VCRDataset:
+    """VCR multiple choice (4 choices) in the Q->A or QA->R mode.
+
+    Q->A: ``[CLS] question [SEP] answer_i [SEP]``; QA->R: ``[CLS] question answer* [SEP] rationale_i [SEP]``
+    (answer* = the correct answer); types 0 / 1. Object references (lists of box indices inside the token
+    lists) are written as the boxes' class names (``"person and dog"``); every wordpiece of box k's name adds
+    its text position to row ``k + box_offset`` of ``image_text_alignment`` (padding -1).
+
+    Sample: ``input_ids``, ``token_type_ids``, ``attention_mask`` int64 [C, T] (choices padded to the
+    longest), ``image_text_alignment`` int64 [C, R, A], ``visual_embeds`` float32 [R, 512] shared by the
+    choices, ``visual_token_type_ids`` int64 [R] (zeros), ``labels`` int64 scalar (absent on test),
+    metadata ``annot_id``.
+
+    Args:
+        annotation_file (str): ``{train,val,test}.jsonl``.
+        features (str or FeatureStore): per-image arrays keyed by :func:`vcr_image_key`, one row per box
+            (after ``box_offset`` leading rows, e.g. 1 when row 0 is the whole image).
+        tokenizer: BERT tokenizer.
+        mode (str): ``"qa"`` (Q->A) or ``"qar"`` (QA->R).
+        max_seq_length (int): text cap per choice (longest-first truncation; alignment entries of dropped
+            words are dropped too).
+        box_offset (int): feature row of box 0.
+        feature_dim (int): expected width (512).
+    """
+
+    def __init__(self, annotation_file, features, tokenizer, mode="qa", max_seq_length=DEFAULT_MAX_SEQ_LENGTH,
+                 box_offset=0, feature_dim=VCR_FEATURE_DIM, check_features=False):
+        if mode not in ("qa", "qar"):
+            raise ValueError(f"mode must be 'qa' or 'qar', got {mode!r}")
+        self.source = annotation_file
+        self.rows = read_vcr_jsonl(annotation_file)
+        self.store = open_feature_store(features, dim=feature_dim)
+        self.text = TextEncoder(tokenizer, max_seq_length)
+        self.mode = mode
+        self.box_offset = int(box_offset)
+        if check_features:
+            self.check_features()
+
+    def check_features(self):
+        self.store.check([vcr_image_key(r["img_fn"]) for r in self.rows], source=self.source)
+
+    def set_epoch(self, epoch):
+        pass
+
+    def __len__(self):
+        return len(self.rows)
+
+    def _pieces(self, tokens, objects):
+        """list[tuple[int, int]]: (wordpiece id, box index or -1) of a VCR token list."""
+        out = []
+        for tok in tokens:
+            if isinstance(tok, list):
+                for n, box in enumerate(tok):
+                    if not isinstance(box, int) or not 0 <= box < len(objects):
+                        raise DataFormatError(f"object reference {tok} is outside the {len(objects)} objects")
+                    if n:
+                        out += [(i, -1) for i in self.text.wordpieces("and")]
+                    out += [(i, box) for i in self.text.wordpieces(str(objects[box]))]
+            else:
+                out += [(i, -1) for i in self.text.wordpieces(str(tok))]
+        return out
+
+    def _choice(self, a, b, num_regions):
+        a, b = self.text._truncate(a, b, self.text.max_seq_length - 3)
+        pieces = [(self.text.cls_id, -1)] + a + [(self.text.sep_id, -1)] + b + [(self.text.sep_id, -1)]
+        ids = np.array([p[0] for p in pieces], dtype=np.int64)
+        types = np.array([0] * (len(a) + 2) + [1] * (len(b) + 1), dtype=np.int64)
+        mentions = [[] for _ in range(num_regions)]
+        for pos, (_, box) in enumerate(pieces):
+            if box >= 0:
+                region = box + self.box_offset
+                if region >= num_regions:
+                    raise DataFormatError(
+                        f"box {box} (feature row {region}) is beyond the {num_regions} feature rows of the image"
+                    )
+                mentions[region].append(pos)
+        return ids, types, mentions
+
+    def __getitem__(self, index):
+        row = self.rows[index]
+        try:
+            return self._example(row)
+        except Exception as e:
+            raise with_example_context(e, f"example {index} (line {row['_line']}) of {self.source}") from e
+
+    def _example(self, row):
+        visual = self.store[vcr_image_key(row["img_fn"])]
+        objects = row["objects"]
+        question = self._pieces(row["question"], objects)
+        if self.mode == "qa":
+            choices, label_key = row["answer_choices"], "answer_label"
+        else:
+            if "answer_label" not in row:
+                raise DataFormatError("QA->R needs 'answer_label' to build the question + answer context")
+            question = question + self._pieces(row["answer_choices"][row["answer_label"]], objects)
+            choices, label_key = row["rationale_choices"], "rationale_label"
+        if len(choices) != NUM_CHOICES:
+            raise DataFormatError(f"expected {NUM_CHOICES} choices, got {len(choices)}")
+        built = [self._choice(question, self._pieces(c, objects), visual.shape[0]) for c in choices]
+        T = max(len(ids) for ids, _, _ in built)
+        A = max([1] + [len(m) for _, _, ms in built for m in ms])
+        C, R = len(built), visual.shape[0]
+        input_ids = np.full((C, T), self.text.pad_id, dtype=np.int64)
+        token_type_ids = np.zeros((C, T), dtype=np.int64)
+        attention_mask = np.zeros((C, T), dtype=np.int64)
+        alignment = np.full((C, R, A), ALIGNMENT_PAD, dtype=np.int64)
+        for c, (ids, types, mentions) in enumerate(built):
+            input_ids[c, : len(ids)] = ids
+            token_type_ids[c, : len(ids)] = types
+            attention_mask[c, : len(ids)] = 1
+            for r, positions in enumerate(mentions):
+                alignment[c, r, : len(positions)] = positions
+        sample = {
+            "input_ids": input_ids,
+            "token_type_ids": token_type_ids,
+            "attention_mask": attention_mask,
+            "image_text_alignment": alignment,
+            "visual_embeds": visual,
+            "visual_token_type_ids": np.zeros(R, dtype=np.int64),
+            "annot_id": str(row.get("annot_id", row["_line"])),
+        }
+        if label_key in row:
+            sample["labels"] = np.array(int(row[label_key]), dtype=np.int64)
+        return sample
