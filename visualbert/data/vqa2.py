@@ -64,7 +64,7 @@ def load_imdb(path):
     """
     try:
         data = np.load(path, allow_pickle=True)
-    except (ValueError, EOFError, OSError) as e:
+    except Exception as e:  # ValueError, EOFError, OSError, pickle.UnpicklingError on empty/truncated files
         raise DataFormatError(f"{path}: cannot read the imdb .npy (empty or truncated?): {e}") from e
     if data.ndim != 1 or len(data) == 0:
         raise DataFormatError(f"{path}: expected a 1-D object array [header, question, ...], got shape {data.shape}")
