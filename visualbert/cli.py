@@ -1,0 +1,288 @@
+"""Arguments shared by every training / prediction script, their validation, and model construction.
+
+Scripts stay thin: ``parser = training_parser(...)``, add the task's data arguments, ``args = parse(parser)``,
+build datasets and the model (:func:`build_model`), and hand them to :class:`visualbert.engine.Trainer`.
+Every check that can fail runs before training starts and raises :class:`UsageError` with a clear message;
+:func:`main_wrapper` prints it and exits with status 2.
+"""
+
+import argparse
+import os
+import shutil
+import sys
+import traceback
+
+from .engine import ARGS_FILE, METRICS_FILE, UsageError, is_main_process, list_checkpoints
+
+# Recipes of the paper (REFERENCE §4); scripts override what differs.
+PAPER_DEFAULTS = dict(learning_rate=2e-5, batch_size=64, num_train_epochs=10, warmup="0.1", weight_decay=0.01,
+                      adam_epsilon=1e-6, max_grad_norm=1.0, max_seq_length=128)
+
+
+def parse_warmup(value):
+    """``"0.1"`` → 0.1 (a proportion of the training steps); ``"500"`` → 500 (steps)."""
+    text = str(value).strip()
+    try:
+        if text.isdigit():
+            return int(text)
+        number = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--warmup must be a proportion in [0, 1] or a whole number of steps, got {value!r}")
+    if not 0.0 <= number <= 1.0:
+        raise argparse.ArgumentTypeError(f"--warmup {value!r}: a fraction must lie in [0, 1] (use an integer for steps)")
+    return number
+
+
+def str2bool(value):
+    if isinstance(value, bool):
+        return value
+    if value.lower() in ("1", "true", "yes", "y"):
+        return True
+    if value.lower() in ("0", "false", "no", "n"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {value!r}")
+
+
+def add_model_args(parser, include_scratch=True):
+    g = parser.add_argument_group("model")
+    g.add_argument("--model_name_or_path", default=None,
+                   help="a Paddle VisualBERT directory (config.json + model_state.pdparams), e.g. a converted "
+                        "checkpoint (checkpoint/convert.py) or a previous run's best/ or final/")
+    g.add_argument("--bert_model", default=None,
+                   help="an HF bert-base-uncased directory (config.json + model.safetensors or pytorch_model.bin): "
+                        "initialise the text side from BERT and copy its tables to the visual ones")
+    g.add_argument("--ignore_mismatched_sizes", action="store_true",
+                   help="re-initialise a classifier head whose size does not fit the task instead of failing")
+    g.add_argument("--vocab_file", default=None, help="bert-base-uncased vocab.txt (default: the packaged copy)")
+    if include_scratch:
+        g.add_argument("--config", default=None, help="config.json for a model trained from scratch")
+        g.add_argument("--hidden_size", type=int, default=None, help="from scratch: width (default 768)")
+        g.add_argument("--num_hidden_layers", type=int, default=None, help="from scratch: layers (default 12)")
+        g.add_argument("--num_attention_heads", type=int, default=None, help="from scratch: heads (default 12)")
+        g.add_argument("--intermediate_size", type=int, default=None, help="from scratch: FFN width (default 3072)")
+        g.add_argument("--dropout", type=float, default=None,
+                       help="override hidden and attention dropout (e.g. 0 for deterministic tests)")
+        g.add_argument("--freeze_pooler", action="store_true",
+                       help="do not train the pooler (the original release never did); default: train everything")
+    return g
+
+
+def training_parser(description, **defaults):
+    """The common training arguments; ``defaults`` override the paper's recipe values."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_model_args(parser)
+    g = parser.add_argument_group("optimisation")
+    g.add_argument("--learning_rate", type=float, default=PAPER_DEFAULTS["learning_rate"])
+    g.add_argument("--batch_size", type=int, default=PAPER_DEFAULTS["batch_size"], help="per process")
+    g.add_argument("--eval_batch_size", type=int, default=None, help="default: 2 × batch_size")
+    g.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    g.add_argument("--num_train_epochs", type=int, default=PAPER_DEFAULTS["num_train_epochs"])
+    g.add_argument("--max_steps", type=int, default=-1, help="if > 0: total optimizer steps (overrides epochs)")
+    g.add_argument("--warmup", type=parse_warmup, default=parse_warmup(PAPER_DEFAULTS["warmup"]),
+                   help="linear warmup: a proportion of the steps (0.1) or a number of steps (500)")
+    g.add_argument("--weight_decay", type=float, default=PAPER_DEFAULTS["weight_decay"])
+    g.add_argument("--adam_epsilon", type=float, default=PAPER_DEFAULTS["adam_epsilon"])
+    g.add_argument("--adam_beta1", type=float, default=0.9)
+    g.add_argument("--adam_beta2", type=float, default=0.999)
+    g.add_argument("--max_grad_norm", type=float, default=PAPER_DEFAULTS["max_grad_norm"], help="global norm; 0 = off")
+    g.add_argument("--use_amp", action="store_true", help="mixed precision on GPU (a warning and no-op on CPU)")
+    g.add_argument("--scale_loss", type=float, default=2.0 ** 15, help="initial AMP loss scale")
+    g.add_argument("--seed", type=int, default=42)
+    g = parser.add_argument_group("run")
+    g.add_argument("--output_dir", required=True)
+    g.add_argument("--overwrite_output_dir", action="store_true", help="clear an output directory holding another run")
+    g.add_argument("--resume_from", default=None,
+                   help="a step_<N> checkpoint directory, a run directory (its newest checkpoint), or 'latest' "
+                        "(the newest checkpoint of --output_dir; starts fresh if there is none)")
+    g.add_argument("--logging_steps", type=int, default=50)
+    g.add_argument("--save_steps", type=int, default=1000, help="checkpoint every N optimizer steps (and at the end)")
+    g.add_argument("--save_total_limit", type=int, default=0, help="keep only the newest N step_<N> checkpoints")
+    g.add_argument("--eval_steps", type=int, default=0, help="evaluate every N steps; 0 = after each epoch")
+    g.add_argument("--no_eval", action="store_true", help="no evaluation during training")
+    g.add_argument("--metric_for_best", default=None, help="evaluation metric that picks best/ (task default)")
+    g.add_argument("--greater_is_better", type=str2bool, default=None, help="task default")
+    g.add_argument("--num_workers", type=int, default=0, help="DataLoader worker processes")
+    g.add_argument("--disable_tqdm", action="store_true")
+    g.add_argument("--max_seq_length", type=int, default=PAPER_DEFAULTS["max_seq_length"])
+    g.add_argument("--text_only", action="store_true",
+                   help="mask every region out (visual_attention_mask = 0): a text-only baseline")
+    for key, value in defaults.items():
+        parser.set_defaults(**{key: value})
+    return parser
+
+
+def prediction_parser(description):
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--model_dir", required=True, help="a trained model directory (a run's best/ or final/, or step_<N>/)")
+    parser.add_argument("--output_dir", required=True, help="where predictions and metrics.json are written")
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--vocab_file", default=None)
+    parser.add_argument("--max_seq_length", type=int, default=PAPER_DEFAULTS["max_seq_length"])
+    parser.add_argument("--num_workers", type=int, default=0)
+    parser.add_argument("--text_only", action="store_true", help="mask every region out (as the model was trained)")
+    return parser
+
+
+def require_path(path, what, kind="any"):
+    if path is None:
+        raise UsageError(f"{what} is required")
+    if kind == "dir" and not os.path.isdir(path):
+        raise UsageError(f"{what} {path!r} is not a directory")
+    if kind == "file" and not os.path.isfile(path):
+        raise UsageError(f"{what} {path!r} does not exist")
+    if not os.path.exists(path):
+        raise UsageError(f"{what} {path!r} does not exist")
+
+
+def validate_training_args(args):
+    """Checks everything that does not need the data; raises :class:`UsageError`."""
+    if args.save_steps <= 0:
+        raise UsageError(f"--save_steps must be a positive number of steps, got {args.save_steps}")
+    if args.logging_steps <= 0:
+        raise UsageError(f"--logging_steps must be positive, got {args.logging_steps}")
+    if args.batch_size <= 0:
+        raise UsageError(f"--batch_size must be positive, got {args.batch_size}")
+    if args.gradient_accumulation_steps <= 0:
+        raise UsageError(f"--gradient_accumulation_steps must be positive, got {args.gradient_accumulation_steps}")
+    if args.max_steps <= 0 and args.num_train_epochs <= 0:
+        raise UsageError("--num_train_epochs must be positive (or give --max_steps)")
+    if args.eval_steps < 0:
+        raise UsageError(f"--eval_steps must be >= 0, got {args.eval_steps}")
+    if args.learning_rate <= 0:
+        raise UsageError(f"--learning_rate must be positive, got {args.learning_rate}")
+    if args.model_name_or_path and args.bert_model:
+        raise UsageError("give either --model_name_or_path or --bert_model, not both")
+    if args.model_name_or_path:
+        require_path(args.model_name_or_path, "--model_name_or_path", "dir")
+        for name in ("config.json", "model_state.pdparams"):
+            if not os.path.isfile(os.path.join(args.model_name_or_path, name)):
+                raise UsageError(f"--model_name_or_path {args.model_name_or_path!r} has no {name} (convert torch "
+                                 "checkpoints with checkpoint/convert.py)")
+    if args.bert_model:
+        require_path(args.bert_model, "--bert_model", "dir")
+    if getattr(args, "config", None):
+        require_path(args.config, "--config", "file")
+    if args.vocab_file:
+        require_path(args.vocab_file, "--vocab_file", "file")
+    if args.resume_from and args.resume_from != "latest" and not os.path.isdir(args.resume_from):
+        raise UsageError(f"--resume_from {args.resume_from!r} does not exist")
+    if args.eval_batch_size is None:
+        args.eval_batch_size = 2 * args.batch_size
+    check_output_dir(args)
+
+
+def _holds_run(path):
+    return os.path.isdir(path) and (os.path.exists(os.path.join(path, ARGS_FILE))
+                                    or os.path.exists(os.path.join(path, METRICS_FILE)) or bool(list_checkpoints(path)))
+
+
+def check_output_dir(args):
+    out = args.output_dir
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--output_dir {out!r} is a file")
+    resuming_here = args.resume_from == "latest" or (args.resume_from and os.path.abspath(args.resume_from).startswith(os.path.abspath(out) + os.sep))
+    if _holds_run(out) and not resuming_here and not args.overwrite_output_dir:
+        raise UsageError(f"--output_dir {out!r} already holds a run (args.json / metrics.jsonl / step_<N>); pass "
+                         "--overwrite_output_dir to replace it or --resume_from latest to continue it")
+
+
+def prepare_output_dir(args):
+    """Clears (``--overwrite_output_dir``) and creates the output directory; rank 0 only."""
+    if not is_main_process():
+        return
+    out = args.output_dir
+    resuming = bool(args.resume_from)
+    if args.overwrite_output_dir and os.path.isdir(out) and not resuming:
+        for name in os.listdir(out):
+            path = os.path.join(out, name)
+            shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+    os.makedirs(out, exist_ok=True)
+
+
+def finalize_task_defaults(args, metric, greater_is_better):
+    if args.no_eval:
+        args.metric_for_best = None
+    elif args.metric_for_best is None:
+        args.metric_for_best = metric
+    if args.greater_is_better is None:
+        args.greater_is_better = greater_is_better if args.metric_for_best == metric else True
+
+
+# ------------------------------------------------------------------------------------------ models
+def _head_width(architecture, num_labels):
+    if architecture == "VisualBertForMultipleChoice":
+        return 1
+    if architecture in ("VisualBertForQuestionAnswering", "VisualBertForVisualReasoning"):
+        return num_labels
+    return None
+
+
+def build_model(args, model_class, visual_dim, num_labels=2):
+    """Builds the task model from ``--model_name_or_path``, ``--bert_model`` or from scratch.
+
+    Raises:
+        UsageError: the checkpoint's visual width or classifier head does not fit the task.
+    """
+    from .configuration import VisualBertConfig
+
+    overrides = {}
+    if getattr(args, "dropout", None) is not None:
+        overrides.update(hidden_dropout_prob=args.dropout, attention_probs_dropout_prob=args.dropout)
+    if args.model_name_or_path:
+        config = VisualBertConfig.from_pretrained(args.model_name_or_path)
+        if config.visual_embedding_dim != visual_dim:
+            raise UsageError(f"--model_name_or_path {args.model_name_or_path!r} has visual_embedding_dim="
+                             f"{config.visual_embedding_dim}, but the task's region features are {visual_dim}-d "
+                             "(VQA checkpoints expect 2048, NLVR2 1024, VCR 512)")
+        source_arch = (config.architectures or ["VisualBertModel"])[0]
+        have = _head_width(source_arch, config.num_labels)
+        want = _head_width(model_class.__name__, num_labels)
+        if have is not None and want is not None and have != want and not args.ignore_mismatched_sizes:
+            raise UsageError(f"--model_name_or_path {args.model_name_or_path!r} has a {source_arch} head with {have} "
+                             f"outputs; {model_class.__name__} for this task needs {want} "
+                             "(pass --ignore_mismatched_sizes to re-initialise the head)")
+        try:
+            model = model_class.from_pretrained(args.model_name_or_path, ignore_mismatched_sizes=args.ignore_mismatched_sizes,
+                                                num_labels=num_labels, **overrides)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+        model.train()
+        return model
+    if getattr(args, "config", None):
+        config = VisualBertConfig.from_pretrained(args.config, visual_embedding_dim=visual_dim, num_labels=num_labels, **overrides)
+    else:
+        values = dict(visual_embedding_dim=visual_dim, num_labels=num_labels, **overrides)
+        for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
+            if getattr(args, key, None) is not None:
+                values[key] = getattr(args, key)
+        if args.bert_model:
+            from .bert_init import read_bert_config
+
+            bert = read_bert_config(args.bert_model)
+            bert.update({k: v for k, v in values.items() if k not in bert or k in ("visual_embedding_dim", "num_labels")
+                         or k in overrides})
+            values = bert
+        config = VisualBertConfig(**values)
+    model = model_class(config)
+    if args.bert_model:
+        from .bert_init import load_bert_weights
+
+        try:
+            load_bert_weights(model, args.bert_model)
+        except (KeyError, ValueError) as err:
+            raise UsageError(f"--bert_model {args.bert_model!r}: {err}") from None
+    model.train()
+    return model
+
+
+def main_wrapper(main):
+    """Runs ``main()``; a :class:`UsageError` (or missing file) becomes ``error: ...`` on stderr and exit 2."""
+    try:
+        code = main()
+    except (UsageError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except Exception:
+        traceback.print_exc()
+        sys.exit(1)
+    sys.exit(code or 0)
