@@ -13,6 +13,7 @@ P phrases.
 import logging
 import math
 import os
+import warnings
 from collections import OrderedDict
 
 import paddle
@@ -415,7 +416,9 @@ class VisualBertPreTrainedModel(nn.Layer):
                 mismatched.append((key, list(value.shape), list(target.shape)))
                 continue
             to_load[key] = value
-        self.set_state_dict(to_load)
+        with warnings.catch_warnings():  # Paddle warns per missing key; the summary below says it once
+            warnings.simplefilter("ignore")
+            self.set_state_dict(to_load)
         if missing:
             logger.warning("%s: %d weights newly initialised in %s: %s", source, len(missing), type(self).__name__, missing)
         if unexpected:
