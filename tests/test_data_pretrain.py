@@ -1,0 +1,123 @@
+"""MLM masking statistics and COCO captions pretraining pairs."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from visualbert.constants import IGNORE_INDEX, SENTENCE_IMAGE_MATCH, SENTENCE_IMAGE_RANDOM
+from visualbert.data import CocoCaptionsPretrainDataset, Collator, DataFormatError, mask_tokens
+from visualbert.data.synthetic import generate
+from visualbert.tokenizer import load_tokenizer
+
+MASK, CLS, SEP = 103, 101, 102
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return load_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("synth_coco"))
+    generate(out, num_images=15, questions_per_image=1, regions=5, vqa_dim=32, captions_per_image=5, tasks=("vqa",))
+    return out
+
+
+def _coco(synth, tok, split="train2014", **kw):
+    return CocoCaptionsPretrainDataset(os.path.join(synth, "coco", "annotations", f"captions_{split}.json"),
+                                       os.path.join(synth, "detectron_fix_100"), tok, **kw)
+
+
+def test_masking_80_10_10():
+    rng = np.random.default_rng(0)
+    T, draws = 64, 3000
+    ids = rng.integers(2000, 3000, size=T).astype(np.int64)
+    ids[0], ids[-1], ids[30] = CLS, SEP, SEP
+    special = np.isin(ids, [CLS, SEP])
+    candidates = np.arange(999, 30522, dtype=np.int64)
+    n_target = n_mask = n_random = n_same = 0
+    for _ in range(draws):
+        out, labels = mask_tokens(ids, special, rng, MASK, candidates)
+        target = labels != IGNORE_INDEX
+        assert not (target & special).any() and (out[special] == ids[special]).all()
+        assert (labels[target] == ids[target]).all() and (out[~target] == ids[~target]).all()
+        n_target += target.sum()
+        n_mask += (out[target] == MASK).sum()
+        same = out[target] == ids[target]
+        n_same += same.sum()
+        n_random += (~same & (out[target] != MASK)).sum()
+    eligible = draws * (T - 3)
+    assert n_target / eligible == pytest.approx(0.15, abs=0.005)
+    # a random replacement can hit the original id (prob ~1/29523), negligible here
+    assert n_mask / n_target == pytest.approx(0.8, abs=0.01)
+    assert n_random / n_target == pytest.approx(0.1, abs=0.01)
+    assert n_same / n_target == pytest.approx(0.1, abs=0.01)
+
+
+def test_random_tokens_are_not_special(tok):
+    from visualbert.data import random_token_candidates
+
+    c = random_token_candidates(tok)
+    assert not np.isin(c, [0, 100, 101, 102, 103]).any() and len(c) > 29000
+
+
+def test_coco_pairs_and_masking(synth, tok):
+    ds = _coco(synth, tok, check_features=True)
+    assert len(ds) == 9 * 5
+    same = 0
+    n_draws = 0
+    for epoch in range(6):
+        ds.set_epoch(epoch)
+        for i in range(len(ds)):
+            s = ds[i]
+            toks = tok.convert_ids_to_tokens(s["input_ids"].tolist())
+            seps = [j for j, t in enumerate(toks) if t == "[SEP]"]
+            assert toks[0] == "[CLS]" and len(seps) == 2 and seps[1] == len(toks) - 1
+            assert (s["token_type_ids"][: seps[0] + 1] == 0).all() and (s["token_type_ids"][seps[0] + 1:] == 1).all()
+            assert (s["labels"][[0] + seps] == IGNORE_INDEX).all()  # special tokens never targets
+            assert s["labels"].shape == s["input_ids"].shape
+            # the label says whether caption B belongs to A's image: recover B from the un-masked text
+            restored = np.where(s["labels"] != IGNORE_INDEX, s["labels"], s["input_ids"])
+            b_text = tok.convert_tokens_to_string(tok.convert_ids_to_tokens(restored[seps[0] + 1: seps[1]].tolist()))
+            own = {c for j, c in zip(ds.image_ids, ds.captions) if j == s["image_id"]}
+            own = {" ".join(tok.tokenize(c)) for c in own}
+            belongs = " ".join(tok.tokenize(b_text)) in own
+            assert belongs == (int(s["sentence_image_labels"]) == SENTENCE_IMAGE_MATCH)
+            same += int(s["sentence_image_labels"]) == SENTENCE_IMAGE_MATCH
+            n_draws += 1
+    assert same / n_draws == pytest.approx(0.5, abs=0.07)
+
+
+def test_coco_redrawn_each_epoch_and_deterministic(synth, tok):
+    ds = _coco(synth, tok)
+    ds.set_epoch(0)
+    a = [ds[i]["input_ids"].tolist() for i in range(10)]
+    again = [ds[i]["input_ids"].tolist() for i in range(10)]
+    ds.set_epoch(1)
+    b = [ds[i]["input_ids"].tolist() for i in range(10)]
+    assert a == again and a != b
+
+
+def test_coco_visual_and_collated_labels(synth, tok):
+    ds = _coco(synth, tok)
+    batch = Collator(return_tensors="np")([ds[i] for i in range(4)])
+    T, R = batch["input_ids"].shape[1], batch["visual_embeds"].shape[1]
+    assert batch["labels"].shape == (4, T + R)
+    assert (batch["labels"][:, T:] == IGNORE_INDEX).all()  # regions never masked
+    assert (batch["labels"][:, :T][batch["attention_mask"] == 0] == IGNORE_INDEX).all()
+    assert set(batch["sentence_image_labels"].tolist()) <= {SENTENCE_IMAGE_MATCH, SENTENCE_IMAGE_RANDOM}
+    assert (batch["visual_token_type_ids"] == 0).all()
+
+
+def test_bad_coco_files(tmp_path, synth, tok):
+    feats = os.path.join(synth, "detectron_fix_100")
+    bad = tmp_path / "captions_train2014.json"
+    bad.write_text("{broken")
+    with pytest.raises(DataFormatError, match="captions_train2014.json"):
+        CocoCaptionsPretrainDataset(str(bad), feats, tok)
+    bad.write_text(json.dumps({"images": [], "annotations": [], "info": {}, "licenses": []}))
+    with pytest.raises(DataFormatError, match="empty split"):
+        CocoCaptionsPretrainDataset(str(bad), feats, tok)
