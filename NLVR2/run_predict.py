@@ -1,0 +1,37 @@
+#!/usr/bin/env python
+"""Predict NLVR2 with a trained model: the official ``predictions.csv`` (``identifier,True|False``) and, when the
+split has labels, ``metrics.json`` with ``accuracy`` and ``consistency`` (fractions), also printed.
+
+    python NLVR2/run_predict.py --model_dir runs/nlvr2/best --data_dir data/nlvr2 \
+        --features data/detectron_fix_144 --split dev --output_dir runs/nlvr2/dev
+"""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from visualbert import runner  # noqa: E402
+from visualbert.cli import main_wrapper, prediction_parser  # noqa: E402
+from visualbert.modeling import VisualBertForVisualReasoning  # noqa: E402
+from visualbert.tasks import NLVR2, load_tokenizer_for  # noqa: E402
+
+
+def main(argv=None):
+    parser = prediction_parser(__doc__)
+    NLVR2.add_data_args(parser, train=False)
+    args = parser.parse_args(argv)
+    NLVR2.check_data_args(args)
+    model = runner.load_trained_model(args.model_dir, VisualBertForVisualReasoning)
+    dataset = NLVR2.dataset(args, load_tokenizer_for(args), args.split)
+    runner.check_model_fits(model, dataset)
+    predictions, metrics = NLVR2.predict(model, dataset, args)
+    print(f"wrote {len(predictions)} predictions to {os.path.join(args.output_dir, 'predictions.csv')}")
+    if metrics:
+        print(json.dumps(metrics, indent=1, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    main_wrapper(main)

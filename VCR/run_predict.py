@@ -1,0 +1,70 @@
+#!/usr/bin/env python
+"""Predict VCR with a Q->A model (``--model_dir``) and/or a QA->R model (``--qar_model_dir``).
+
+Writes ``predictions.jsonl`` (``annot_id``, ``answer_probs``, ``rationale_probs``) and, when the split has
+labels, ``metrics.json`` with ``q2a``, ``qa2r`` and ``q2ar`` (fractions; Q->AR = both right, QA->R scored with the
+gold answer in its input as in the standard protocol).
+
+    python VCR/run_predict.py --model_dir runs/vcr_qa/best --qar_model_dir runs/vcr_qar/best \
+        --data_dir data/vcr --features data/vcr/features --split val --output_dir runs/vcr/val
+"""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from visualbert import runner  # noqa: E402
+from visualbert.cli import main_wrapper, prediction_parser  # noqa: E402
+from visualbert.engine import UsageError  # noqa: E402
+from visualbert.metrics import vcr_metrics, write_json_atomic  # noqa: E402
+from visualbert.modeling import VisualBertForMultipleChoice  # noqa: E402
+from visualbert.tasks import VCR, load_tokenizer_for  # noqa: E402
+
+
+def main(argv=None):
+    parser = prediction_parser(__doc__)
+    parser.set_defaults(model_dir=None)
+    for action in parser._actions:
+        if action.dest == "model_dir":
+            action.required = False
+            action.help = "Q->A model directory"
+    parser.add_argument("--qar_model_dir", default=None, help="QA->R model directory")
+    VCR.add_data_args(parser, train=False)
+    args = parser.parse_args(argv)
+    if not args.model_dir and not args.qar_model_dir:
+        raise UsageError("give --model_dir (Q->A) and/or --qar_model_dir (QA->R)")
+    VCR.check_data_args(args)
+    tokenizer = load_tokenizer_for(args)
+    rows, parts = {}, {}
+    for key, model_dir, mode in (("answer", args.model_dir, "qa"), ("rationale", args.qar_model_dir, "qar")):
+        if not model_dir:
+            continue
+        model = runner.load_trained_model(model_dir, VisualBertForMultipleChoice)
+        dataset = VCR.dataset(args, tokenizer, args.split, mode)
+        runner.check_model_fits(model, dataset)
+        probs, labels, ids = VCR.probabilities(model, dataset, args)
+        parts[key] = (probs, labels)
+        for i, annot in enumerate(ids):
+            rows.setdefault(annot, {"annot_id": annot})[f"{key}_probs"] = [round(float(p), 6) for p in probs[i]]
+    os.makedirs(args.output_dir, exist_ok=True)
+    tmp = os.path.join(args.output_dir, "predictions.jsonl.tmp")
+    with open(tmp, "w") as f:
+        for row in rows.values():
+            f.write(json.dumps(row) + "\n")
+    os.replace(tmp, os.path.join(args.output_dir, "predictions.jsonl"))
+    have_labels = all(p[1] is not None for p in parts.values())
+    if have_labels:
+        a = parts.get("answer", (None, None))
+        r = parts.get("rationale", (None, None))
+        metrics = vcr_metrics(a[0], a[1], r[0], r[1])
+        metrics["split"] = args.split
+        write_json_atomic(os.path.join(args.output_dir, "metrics.json"), metrics)
+        print(json.dumps(metrics, indent=1, sort_keys=True))
+    print(f"wrote {len(rows)} predictions to {os.path.join(args.output_dir, 'predictions.jsonl')}")
+    return 0
+
+
+if __name__ == "__main__":
+    main_wrapper(main)

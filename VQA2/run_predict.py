@@ -1,0 +1,40 @@
+#!/usr/bin/env python
+"""Predict VQA2 answers with a trained model.
+
+Writes ``result.json`` (EvalAI format: ``[{"question_id": int, "answer": str}]``, answer = argmax over the whole
+vocabulary) for any split; for splits with answers also ``metrics.json``: ``vqa_accuracy`` (official VQA accuracy
+×100, vqaEval.py), ``soft_accuracy`` (fraction), ``per_answer_type`` (×100).
+
+    python VQA2/run_predict.py --model_dir runs/vqa2/best --imdb_dir data/vqa2/imdb \
+        --features data/detectron_fix_100 --split test2015 --output_dir runs/vqa2/test2015
+"""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from visualbert import runner  # noqa: E402
+from visualbert.cli import main_wrapper, prediction_parser  # noqa: E402
+from visualbert.modeling import VisualBertForQuestionAnswering  # noqa: E402
+from visualbert.tasks import VQA2, load_tokenizer_for  # noqa: E402
+
+
+def main(argv=None):
+    parser = prediction_parser(__doc__)
+    VQA2.add_data_args(parser, train=False)
+    args = parser.parse_args(argv)
+    VQA2.check_data_args(args)
+    model = runner.load_trained_model(args.model_dir, VisualBertForQuestionAnswering)
+    dataset = VQA2.dataset(args, load_tokenizer_for(args), args.split)
+    runner.check_model_fits(model, dataset, len(dataset.vocab))
+    result, metrics = VQA2.predict(model, dataset, args)
+    print(f"wrote {len(result)} answers to {os.path.join(args.output_dir, 'result.json')}")
+    if metrics:
+        print(json.dumps(metrics, indent=1, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    main_wrapper(main)

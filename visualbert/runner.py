@@ -1,0 +1,74 @@
+"""The common body of every training script: seed, datasets, model, checks, then the engine."""
+
+import logging
+import os
+
+from . import cli
+from .engine import Trainer, UsageError, init_distributed, set_seed, setup_logging, write_args_json
+from .tasks import MODEL_INPUTS, batch_transform, collator_for, load_tokenizer_for, visual_width
+
+logger = logging.getLogger("visualbert.runner")
+
+
+def prepare(args):
+    """Validation that needs no data, logging, seeding and (if launched with >1 process) the process group."""
+    cli.validate_training_args(args)
+    setup_logging()
+    init_distributed()
+    set_seed(args.seed)
+    return load_tokenizer_for(args)
+
+
+def train(args, model_class, train_dataset, eval_dataset, evaluate_fn, num_labels, tokenizer=None, extra_args_json=None):
+    """Builds the model, checks it against the data, and trains.
+
+    Args:
+        evaluate_fn (callable): ``evaluate_fn(model, dataset, args) -> dict`` (called on rank 0 only).
+
+    Returns:
+        dict: the final trainer state.
+    """
+    if len(train_dataset) == 0:
+        raise UsageError("the training set is empty")
+    width = visual_width(train_dataset)
+    model = cli.build_model(args, model_class, width, num_labels)
+    evaluate = None
+    if eval_dataset is not None and not args.no_eval:
+        def evaluate(m):
+            return evaluate_fn(m, eval_dataset, args)
+    trainer = Trainer(args, model, train_dataset, collator_for(tokenizer), evaluate_fn=evaluate,
+                      batch_transform=batch_transform(args), model_kwargs=MODEL_INPUTS)
+    cli.prepare_output_dir(args)
+    if trainer.is_main:
+        extra = {"num_train_examples": len(train_dataset), "num_eval_examples": len(eval_dataset) if eval_dataset else 0,
+                 "total_steps": trainer.total_steps, "visual_embedding_dim": width, "model_class": model_class.__name__,
+                 "config": model.config.to_dict()}
+        extra.update(extra_args_json or {})
+        write_args_json(args.output_dir, args, extra)
+    logger.info("training %s on %d examples for %d steps (%d per epoch) -> %s", model_class.__name__,
+                len(train_dataset), trainer.total_steps, trainer.updates_per_epoch, os.path.abspath(args.output_dir))
+    return trainer.train()
+
+
+def load_trained_model(model_dir, model_class):
+    """A trained model for prediction (``best/``, ``final/`` or ``step_<N>/``)."""
+    cli.require_path(model_dir, "--model_dir", "dir")
+    if not os.path.isfile(os.path.join(model_dir, "model_state.pdparams")):
+        raise UsageError(f"--model_dir {model_dir!r} has no model_state.pdparams")
+    from .configuration import VisualBertConfig
+
+    config = VisualBertConfig.from_pretrained(model_dir)
+    arch = (config.architectures or [None])[0]
+    if arch != model_class.__name__:
+        raise UsageError(f"--model_dir {model_dir!r} holds a {arch}, this script needs a {model_class.__name__}")
+    model = model_class.from_pretrained(model_dir)
+    model.eval()
+    return model
+
+
+def check_model_fits(model, dataset, num_labels=None):
+    width = visual_width(dataset)
+    if model.config.visual_embedding_dim != width:
+        raise UsageError(f"the model expects {model.config.visual_embedding_dim}-d region features, the data has {width}-d")
+    if num_labels is not None and model.config.num_labels != num_labels:
+        raise UsageError(f"the model has {model.config.num_labels} answers, the answer vocabulary {num_labels}")

@@ -1,0 +1,396 @@
+"""Task glue shared by the scripts: data arguments, datasets, evaluation and prediction files.
+
+Each task exposes ``add_data_args(parser, train)``, ``check_data_args(args, train)``, dataset builders,
+``evaluate(model, dataset, args)`` (metrics dict, used during training) and ``predict(...)`` (prediction files +
+``metrics.json`` when the split has labels).
+"""
+
+import collections
+import os
+
+import numpy as np
+import paddle
+
+from .cli import require_path
+from .data import Collator
+from .engine import UsageError, eval_batches
+from .metrics import (nlvr2_metrics, vcr_metrics, vqa_official_accuracy, vqa_predict, vqa_soft_accuracy,
+                      write_json_atomic, write_nlvr2_predictions)
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "visual_embeds", "visual_attention_mask",
+                "visual_token_type_ids", "image_text_alignment", "labels", "sentence_image_labels")
+
+
+def mask_regions(batch):
+    """Text-only baseline: no token can attend to a region (``visual_attention_mask`` = 0)."""
+    batch = dict(batch)
+    batch["visual_attention_mask"] = paddle.zeros_like(batch["visual_attention_mask"])
+    return batch
+
+
+def batch_transform(args):
+    return mask_regions if getattr(args, "text_only", False) else None
+
+
+def collator_for(tokenizer=None):
+    pad = 0 if tokenizer is None else int(tokenizer.convert_tokens_to_ids(["[PAD]"])[0])
+    return Collator(pad_token_id=pad)
+
+
+def visual_width(dataset):
+    """Feature width of the first example (checked against the model before training)."""
+    return int(np.asarray(dataset[0]["visual_embeds"]).shape[-1])
+
+
+def run_inference(model, dataset, batch_size, text_only=False, num_workers=0, collate_fn=None, outputs=("logits",)):
+    """Runs the model over ``dataset`` in order.
+
+    Returns:
+        tuple: (dict output name → numpy array concatenated over batches, dict metadata key → list, mean loss or None)
+    """
+    collate_fn = collate_fn or Collator()
+    model.eval()
+    results = collections.defaultdict(list)
+    meta = collections.defaultdict(list)
+    losses, weights = [], []
+    with paddle.no_grad():
+        for batch in eval_batches(dataset, collate_fn, batch_size, num_workers):
+            if text_only:
+                batch = mask_regions(batch)
+            out = model(**{k: v for k, v in batch.items() if k in MODEL_INPUTS})
+            for name in outputs:
+                results[name].append(out[name].numpy())
+            if "loss" in out:
+                losses.append(float(out["loss"]))
+                weights.append(batch["input_ids"].shape[0])
+            for key, value in batch.items():
+                if key in ("labels", "sentence_image_labels"):
+                    meta[key].append(value.numpy())
+                elif key not in MODEL_INPUTS:
+                    meta[key].extend(value)
+    arrays = {k: np.concatenate(v) for k, v in results.items()}
+    for key in ("labels", "sentence_image_labels"):
+        if key in meta:
+            try:
+                meta[key] = np.concatenate(meta[key])
+            except ValueError:  # MLM labels of varying width
+                pass
+    loss = float(np.average(losses, weights=weights)) if losses else None
+    return arrays, dict(meta), loss
+
+
+def _load_tokenizer(args):
+    from .tokenizer import load_tokenizer
+
+    return load_tokenizer(getattr(args, "vocab_file", None))
+
+
+# ============================================================================================ VQA2
+class VQA2:
+    name = "vqa2"
+    metric_for_best = "soft_accuracy"
+    greater_is_better = True
+
+    @staticmethod
+    def add_data_args(parser, train=True):
+        g = parser.add_argument_group("VQA2 data")
+        g.add_argument("--imdb_dir", required=True, help="directory with the Pythia imdb_*.npy files")
+        g.add_argument("--features", required=True, help="detectron_fix_100 root (or its fc6/vqa, or a packed store)")
+        g.add_argument("--answers_file", default=None, help="answers_vqa.txt (default: the packaged 3129 answers)")
+        if train:
+            g.add_argument("--train_split", default="trainval", help="imdb split(s) to train on, comma-separated")
+            g.add_argument("--eval_split", default="minival", help="split evaluated during training ('' = none)")
+        else:
+            g.add_argument("--split", default="test2015", help="split to predict (test2015 writes the EvalAI result.json)")
+
+    @staticmethod
+    def check_data_args(args):
+        require_path(args.imdb_dir, "--imdb_dir", "dir")
+        require_path(args.features, "--features", "dir")
+        if args.answers_file:
+            require_path(args.answers_file, "--answers_file", "file")
+
+    @staticmethod
+    def dataset(args, tokenizer, split, task="vqa"):
+        from .data import VQA2Dataset, imdb_files
+
+        files = []
+        for part in split.split(","):
+            files += imdb_files(args.imdb_dir, part.strip())
+        width = None  # accept any width; it is checked against the model instead
+        return VQA2Dataset(files, args.features, tokenizer, answers_file=args.answers_file,
+                           max_seq_length=args.max_seq_length, task=task, seed=getattr(args, "seed", 0),
+                           feature_dim=width)
+
+    @staticmethod
+    def answer_types(dataset):
+        """Answer type per question: the imdb's ``answer_type`` when present, else derived from the most common
+        human answer as the official annotations define it (yes/no, number, other)."""
+        out = []
+        for entry in dataset.entries:
+            if entry.get("answer_type"):
+                out.append(entry["answer_type"])
+                continue
+            answers = entry.get("all_answers") or entry.get("answers") or []
+            top = collections.Counter(answers).most_common(1)[0][0] if len(answers) else ""
+            out.append("yes/no" if top in ("yes", "no") else "number" if str(top).isdigit() else "other")
+        return out
+
+    @classmethod
+    def scores(cls, dataset, logits, answers, mask_unk):
+        preds = vqa_predict(logits, mask_unk=mask_unk)
+        pred_str = [dataset.vocab[int(i)] for i in preds]
+        metrics = {}
+        if answers is not None:
+            targets = np.stack([dataset.vocab.soft_scores(a) for a in answers])
+            metrics["soft_accuracy"] = vqa_soft_accuracy(preds, targets)
+            types = cls.answer_types(dataset)
+            anns = [{"question_id": i, "answers": list(a), "answer_type": t} for i, (a, t) in enumerate(zip(answers, types))]
+            official = vqa_official_accuracy({i: p for i, p in enumerate(pred_str)}, anns)
+            metrics["vqa_accuracy"] = official["overall"]
+            metrics["per_answer_type"] = official["perAnswerType"]
+            metrics["num_questions"] = official["num_questions"]
+        return preds, pred_str, metrics
+
+    @classmethod
+    def evaluate(cls, model, dataset, args):
+        arrays, meta, loss = run_inference(model, dataset, args.eval_batch_size, args.text_only, args.num_workers)
+        _, _, metrics = cls.scores(dataset, arrays["logits"], meta.get("answers"), mask_unk=True)
+        metrics["loss"] = loss
+        return metrics
+
+    @classmethod
+    def predict(cls, model, dataset, args):
+        arrays, meta, _ = run_inference(model, dataset, args.batch_size, args.text_only, args.num_workers)
+        answers = meta.get("answers") if dataset.has_answers else None
+        _, pred_str, metrics = cls.scores(dataset, arrays["logits"], answers, mask_unk=False)
+        result = [{"question_id": int(q), "answer": a} for q, a in zip(meta["question_id"], pred_str)]
+        os.makedirs(args.output_dir, exist_ok=True)
+        write_json_atomic(os.path.join(args.output_dir, "result.json"), result, indent=None)
+        if metrics:
+            metrics["split"] = args.split
+            write_json_atomic(os.path.join(args.output_dir, "metrics.json"), metrics)
+        return result, metrics
+
+    @staticmethod
+    def majority_baseline(train_dataset, eval_dataset):
+        """Official accuracy of always answering the most frequent training answer."""
+        counts = collections.Counter()
+        for entry in train_dataset.entries:
+            answers = entry.get("all_answers") or entry.get("answers") or []
+            if len(answers):
+                counts[collections.Counter(answers).most_common(1)[0][0]] += 1
+        answer = counts.most_common(1)[0][0]
+        anns = [{"question_id": i, "answers": list(e.get("all_answers") or e.get("answers"))}
+                for i, e in enumerate(eval_dataset.entries)]
+        official = vqa_official_accuracy({i: answer for i in range(len(anns))}, anns)
+        targets = np.stack([eval_dataset.vocab.soft_scores(a["answers"]) for a in anns])
+        soft = vqa_soft_accuracy(np.full(len(anns), eval_dataset.vocab.index(answer)), targets)
+        return {"answer": answer, "vqa_accuracy": official["overall"], "soft_accuracy": soft}
+
+
+# ============================================================================================ NLVR2
+class NLVR2:
+    name = "nlvr2"
+    metric_for_best = "accuracy"
+    greater_is_better = True
+
+    @staticmethod
+    def add_data_args(parser, train=True):
+        g = parser.add_argument_group("NLVR2 data")
+        g.add_argument("--data_dir", required=True, help="directory with train.json, dev.json, test1.json")
+        g.add_argument("--features", required=True, help="detectron_fix_144 root (or a packed store)")
+        g.add_argument("--max_regions", type=int, default=144, help="regions kept per image")
+        if train:
+            g.add_argument("--train_split", default="train")
+            g.add_argument("--eval_split", default="dev", help="'' = no evaluation")
+        else:
+            g.add_argument("--split", default="dev", help="dev, test1 (or any <name> with <name>.json)")
+
+    @staticmethod
+    def check_data_args(args):
+        require_path(args.data_dir, "--data_dir", "dir")
+        require_path(args.features, "--features", "dir")
+
+    @staticmethod
+    def annotation_file(args, split):
+        path = split if split.endswith(".json") or split.endswith(".jsonl") else os.path.join(args.data_dir, f"{split}.json")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"NLVR2 annotation file {path} does not exist (split {split!r})")
+        return path
+
+    @classmethod
+    def dataset(cls, args, tokenizer, split, task="nlvr2"):
+        from .data import NLVR2Dataset
+
+        return NLVR2Dataset(cls.annotation_file(args, split), args.features, tokenizer, max_seq_length=args.max_seq_length,
+                            task=task, max_regions=args.max_regions, seed=getattr(args, "seed", 0), feature_dim=None)
+
+    @staticmethod
+    def scores(dataset, logits):
+        preds = np.asarray(logits).argmax(-1) == 1
+        idents = [r["identifier"] for r in dataset.rows]
+        predictions = dict(zip(idents, preds.tolist()))
+        metrics = nlvr2_metrics(predictions, dataset.rows) if dataset.has_labels else {}
+        return predictions, metrics
+
+    @classmethod
+    def evaluate(cls, model, dataset, args):
+        arrays, _, loss = run_inference(model, dataset, args.eval_batch_size, args.text_only, args.num_workers)
+        _, metrics = cls.scores(dataset, arrays["logits"])
+        metrics["loss"] = loss
+        return metrics
+
+    @classmethod
+    def predict(cls, model, dataset, args):
+        arrays, _, _ = run_inference(model, dataset, args.batch_size, args.text_only, args.num_workers)
+        predictions, metrics = cls.scores(dataset, arrays["logits"])
+        os.makedirs(args.output_dir, exist_ok=True)
+        write_nlvr2_predictions(os.path.join(args.output_dir, "predictions.csv"), predictions)
+        if metrics:
+            metrics["split"] = args.split
+            metrics["num_examples"] = len(predictions)
+            write_json_atomic(os.path.join(args.output_dir, "metrics.json"), metrics)
+        return predictions, metrics
+
+    @staticmethod
+    def majority_baseline(train_dataset, eval_dataset):
+        labels = [str(r["label"]).lower() == "true" for r in train_dataset.rows]
+        majority = sum(labels) * 2 >= len(labels)
+        preds = {r["identifier"]: majority for r in eval_dataset.rows}
+        return dict(nlvr2_metrics(preds, eval_dataset.rows), label=majority)
+
+
+# ============================================================================================ VCR
+class VCR:
+    name = "vcr"
+    metric_for_best = "accuracy"
+    greater_is_better = True
+
+    @staticmethod
+    def add_data_args(parser, train=True):
+        g = parser.add_argument_group("VCR data")
+        g.add_argument("--data_dir", required=True, help="directory with train.jsonl, val.jsonl (test.jsonl)")
+        g.add_argument("--features", required=True, help="per-image box features (<img_fn stem>.npy) or a packed store")
+        g.add_argument("--box_offset", type=int, default=0, help="feature row of box 0 (1 if row 0 is the whole image)")
+        if train:
+            g.add_argument("--mode", choices=("qa", "qar"), default="qa", help="Q->A or QA->R")
+            g.add_argument("--train_split", default="train")
+            g.add_argument("--eval_split", default="val", help="'' = no evaluation")
+        else:
+            g.add_argument("--split", default="val")
+
+    @staticmethod
+    def check_data_args(args):
+        require_path(args.data_dir, "--data_dir", "dir")
+        require_path(args.features, "--features", "dir")
+
+    @staticmethod
+    def dataset(args, tokenizer, split, mode):
+        from .data import VCRDataset
+
+        path = split if split.endswith(".jsonl") else os.path.join(args.data_dir, f"{split}.jsonl")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"VCR annotation file {path} does not exist (split {split!r})")
+        return VCRDataset(path, args.features, tokenizer, mode=mode, max_seq_length=args.max_seq_length,
+                          box_offset=args.box_offset, feature_dim=None)
+
+    @staticmethod
+    def evaluate(model, dataset, args):
+        arrays, meta, loss = run_inference(model, dataset, args.eval_batch_size, args.text_only, args.num_workers)
+        labels = meta.get("labels")
+        acc = float((arrays["logits"].argmax(-1) == labels).mean()) if labels is not None else None
+        return {"accuracy": acc, "loss": loss}
+
+    @staticmethod
+    def probabilities(model, dataset, args):
+        arrays, meta, _ = run_inference(model, dataset, args.batch_size, args.text_only, args.num_workers)
+        logits = arrays["logits"]
+        probs = np.exp(logits - logits.max(-1, keepdims=True))
+        probs /= probs.sum(-1, keepdims=True)
+        return probs, meta.get("labels"), meta["annot_id"]
+
+
+# ============================================================================================ pretraining
+class Pretrain:
+    name = "pretrain"
+    metric_for_best = "loss"
+    greater_is_better = False
+
+    @staticmethod
+    def add_data_args(parser):
+        g = parser.add_argument_group("pretraining data")
+        g.add_argument("--dataset", choices=("coco_captions", "vqa2", "nlvr2"), required=True,
+                       help="coco_captions: MLM + sentence-image; vqa2: MLM on the questions; nlvr2: MLM + the label "
+                            "through the sentence-image head")
+        g.add_argument("--data_dir", required=True,
+                       help="coco_captions: the annotations directory (captions_{train,val}2014.json); vqa2: the imdb "
+                            "directory; nlvr2: the directory with train.json / dev.json")
+        g.add_argument("--features", required=True, help="region-feature root (see the task scripts)")
+        g.add_argument("--train_split", default=None, help="default: train2014 / trainval / train")
+        g.add_argument("--eval_split", default=None, help="default: val2014 / minival / dev; '' = none")
+        g.add_argument("--max_regions", type=int, default=None, help="cap on regions per image")
+        g.add_argument("--mask_prob", type=float, default=0.15)
+
+    DEFAULT_SPLITS = {"coco_captions": ("train2014", "val2014"), "vqa2": ("trainval", "minival"), "nlvr2": ("train", "dev")}
+
+    @classmethod
+    def check_data_args(cls, args):
+        require_path(args.data_dir, "--data_dir", "dir")
+        require_path(args.features, "--features", "dir")
+        train, val = cls.DEFAULT_SPLITS[args.dataset]
+        args.train_split = train if args.train_split is None else args.train_split
+        args.eval_split = val if args.eval_split is None else args.eval_split
+
+    @staticmethod
+    def dataset(args, tokenizer, split):
+        from .data import CocoCaptionsPretrainDataset, NLVR2Dataset, VQA2Dataset, imdb_files
+
+        if args.dataset == "coco_captions":
+            path = split if split.endswith(".json") else os.path.join(args.data_dir, f"captions_{split}.json")
+            return CocoCaptionsPretrainDataset(path, args.features, tokenizer, max_seq_length=args.max_seq_length,
+                                               mask_prob=args.mask_prob, seed=args.seed, max_regions=args.max_regions)
+        if args.dataset == "vqa2":
+            files = [f for part in split.split(",") for f in imdb_files(args.data_dir, part.strip())]
+            return VQA2Dataset(files, args.features, tokenizer, max_seq_length=args.max_seq_length, task="mlm",
+                               mask_prob=args.mask_prob, seed=args.seed, feature_dim=None)
+        path = os.path.join(args.data_dir, f"{split}.json")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"NLVR2 annotation file {path} does not exist (split {split!r})")
+        return NLVR2Dataset(path, args.features, tokenizer, max_seq_length=args.max_seq_length, task="pretrain",
+                            max_regions=args.max_regions or 144, mask_prob=args.mask_prob, seed=args.seed, feature_dim=None)
+
+    @staticmethod
+    def evaluate(model, dataset, args):
+        collate = Collator()
+        model.eval()
+        total_loss, n, mlm_ok, mlm_n, sent_ok, sent_n = 0.0, 0, 0, 0, 0, 0
+        with paddle.no_grad():
+            for batch in eval_batches(dataset, collate, args.eval_batch_size, args.num_workers):
+                if args.text_only:
+                    batch = mask_regions(batch)
+                out = model(**{k: v for k, v in batch.items() if k in MODEL_INPUTS})
+                b = batch["input_ids"].shape[0]
+                total_loss += float(out["loss"]) * b
+                n += b
+                labels = batch["labels"].numpy()
+                keep = labels != -100
+                if keep.any():
+                    pred = out["prediction_logits"].numpy().argmax(-1)
+                    mlm_ok += int((pred[keep] == labels[keep]).sum())
+                    mlm_n += int(keep.sum())
+                if "sentence_image_labels" in batch:
+                    pred = out["seq_relationship_logits"].numpy().argmax(-1)
+                    sent_ok += int((pred == batch["sentence_image_labels"].numpy()).sum())
+                    sent_n += b
+        metrics = {"loss": total_loss / max(n, 1), "mlm_accuracy": mlm_ok / mlm_n if mlm_n else None}
+        if sent_n:
+            metrics["sentence_image_accuracy"] = sent_ok / sent_n
+        return metrics
+
+
+def load_tokenizer_for(args):
+    try:
+        return _load_tokenizer(args)
+    except (FileNotFoundError, ValueError) as err:
+        raise UsageError(str(err)) from None
