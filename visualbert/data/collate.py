@@ -1,5 +1,7 @@
 """The one collator: pads text and regions, builds the masks, and is the only place that makes tensors."""
 
+import sys
+
 import numpy as np
 
 from ..constants import ALIGNMENT_PAD, IGNORE_INDEX
@@ -15,6 +17,16 @@ TENSOR_KEYS = (
     "labels",
     "sentence_image_labels",
 )
+
+
+def _in_paddle_worker():
+    """True inside a ``paddle.io.DataLoader`` worker process.
+
+    There the arrays stay numpy: creating paddle Tensors in forked workers can crash them (segfault), and the
+    DataLoader moves numpy arrays to the main process through shared memory and hands out paddle Tensors.
+    """
+    paddle = sys.modules.get("paddle")
+    return paddle is not None and paddle.io.get_worker_info() is not None
 
 
 def _is_mlm_labels(labels, input_ids):
@@ -45,8 +57,9 @@ class Collator:
         pad_token_id (int): text padding id ([PAD] = 0 for bert-base-uncased).
         max_seq_length (int, optional): pad text to exactly this length (error if a sample is longer).
         max_regions (int, optional): pad regions to exactly this count (error if a sample has more).
-        return_tensors (str): ``"paddle"`` (paddle.Tensor; works inside ``paddle.io.DataLoader`` workers) or
-            ``"np"``.
+        return_tensors (str): ``"paddle"`` (paddle.Tensor) or ``"np"``. Inside ``paddle.io.DataLoader`` workers
+            the collator returns numpy and the DataLoader turns the arrays into Tensors in the main process
+            (both ways, the loader yields paddle Tensors for the tensor keys and lists for the metadata).
     """
 
     def __init__(self, pad_token_id=0, max_seq_length=None, max_regions=None, return_tensors="paddle"):
@@ -133,7 +146,7 @@ class Collator:
         if "sentence_image_labels" in keys:
             out["sentence_image_labels"] = np.stack([np.asarray(s["sentence_image_labels"], dtype=np.int64) for s in samples])
 
-        if self.return_tensors == "paddle":
+        if self.return_tensors == "paddle" and not _in_paddle_worker():
             import paddle
 
             out = {k: paddle.to_tensor(v) for k, v in out.items()}
