@@ -51,7 +51,7 @@ def split_keys(task, annotations, image_set=None):
     return list(dict.fromkeys(keys))
 
 
-def check_split(task, annotations, features, read=False, progress=True):
+def check_split(task, annotations, features, read=False, progress=True, dim="auto"):
     """Finds every problem of a split's features.
 
     Args:
@@ -59,6 +59,8 @@ def check_split(task, annotations, features, read=False, progress=True):
         annotations (str or list[str]): annotation file(s).
         features (str or FeatureStore): feature root.
         read (bool): also load every array (catches empty/truncated files and wrong widths).
+        dim (int or None or "auto"): expected width; "auto" = the task's real width (VQA 2048, NLVR2 1024, VCR 512),
+            None = whatever the first array has.
         progress (bool): tqdm bar while reading.
 
     Returns:
@@ -70,7 +72,8 @@ def check_split(task, annotations, features, read=False, progress=True):
     from .vcr import VCR_FEATURE_DIM
     from .vqa2 import VQA_FEATURE_DIM
 
-    dim = {"vqa": VQA_FEATURE_DIM, "nlvr2": NLVR2_FEATURE_DIM, "vcr": VCR_FEATURE_DIM}.get(task)
+    if dim == "auto":
+        dim = {"vqa": VQA_FEATURE_DIM, "nlvr2": NLVR2_FEATURE_DIM, "vcr": VCR_FEATURE_DIM}.get(task)
     store = open_feature_store(features, dim=dim)
     keys = split_keys(task, annotations)
     missing = store.missing(keys)
@@ -91,8 +94,9 @@ def main(argv=None):
     p.add_argument("--annotations", required=True, nargs="+", help="imdb .npy / JSON lines / captions JSON")
     p.add_argument("--features", required=True, help="feature root (per-image layout or packed store)")
     p.add_argument("--read", action="store_true", help="also load every array (slow)")
+    p.add_argument("--dim", type=int, default=None, help="expected width (default: the task's real width)")
     args = p.parse_args(argv)
-    report = check_split(args.task, args.annotations, args.features, read=args.read)
+    report = check_split(args.task, args.annotations, args.features, read=args.read, dim=args.dim or "auto")
     store = report["store"]
     for key in report["missing"]:
         print(f"missing: {store.describe(key)}")

@@ -109,14 +109,13 @@ def question_tokens(question):
 
 
 def human_answers(rng, answer, pool, noise):
-    """Ten answers: the right one, each replaced with probability ``noise`` by another from ``pool``."""
-    out = []
-    for _ in range(10):
-        if rng.random() < noise and len(pool) > 1:
-            others = [a for a in pool if a != answer]
-            out.append(others[rng.integers(len(others))])
-        else:
-            out.append(answer)
+    """Ten answers: the right one, with Binomial(10, ``noise``) of them (at most 3) replaced by others from
+    ``pool`` (so the right answer always keeps a soft score of 1 and stays the majority)."""
+    out = [answer] * 10
+    others = [a for a in pool if a != answer]
+    wrong = min(3, int(rng.binomial(10, noise))) if others else 0
+    for i in rng.choice(10, size=wrong, replace=False):
+        out[i] = others[rng.integers(len(others))]
     return out
 
 
