@@ -322,7 +322,8 @@ class PackedFeatureStore(FeatureStore):
         offset, count = entry
         if self.max_regions is not None:
             count = min(count, self.max_regions)
-        return np.asarray(self._open()[offset : offset + count], dtype=np.float32)
+        # a copy (float16 is widened here), so samples never keep the memory map alive
+        return np.array(self._open()[offset : offset + count], dtype=np.float32)
 
     def num_regions(self, key):
         entry = self._index.get(key)
