@@ -5,6 +5,7 @@ Writes a synthetic VQA2 split with 100 regions x 2048 per image (``--images`` of
 it (float32 and float16), then times a full pass of ``paddle.io.DataLoader`` (``VQA2Dataset`` + ``Collator``,
 batch ``--batch_size``) for every store and worker count. ``cold`` runs evict the feature files from the
 page cache first (``posix_fadvise(DONTNEED)``), so they include disk reads; ``warm`` runs read from memory.
+"store reads alone" times ``store[key]`` for every image without tokenization, collation or a DataLoader.
 
     python bench/bench_data.py                      # 512 images, workers 0 and 2
     python bench/bench_data.py --images 2048 --workers 0 2 4 --work_dir /data/tmp
@@ -84,8 +85,20 @@ def main(argv=None):
         print(f"\n{len(feature_files(train_dir))} images x {args.regions} regions x {args.dim}, batch {args.batch_size}, "
               f"{os.cpu_count()} CPUs")
         print(f"{'store':<16} {'cache':<5} " + " ".join(f"{f'{w} workers':>12}" for w in args.workers) + "   (samples/s)")
+        reads = {}
         for name, root in stores.items():
             ds = VQA2Dataset(imdb, root, tok, feature_dim=args.dim)
+            keys = [e["image_name"] for e in ds.entries]
+            for mode in args.modes:
+                if mode == "cold":
+                    evict(feature_files(root))
+                else:
+                    for k in keys:
+                        ds.store[k]
+                start = time.perf_counter()
+                for k in keys:
+                    ds.store[k]
+                reads[(name, mode)] = len(keys) / (time.perf_counter() - start)
             for mode in args.modes:
                 rates = []
                 for w in args.workers:
@@ -94,7 +107,8 @@ def main(argv=None):
                     else:
                         time_pass(ds, args.batch_size, 0)  # fill the page cache
                     rates.append(time_pass(ds, args.batch_size, w))
-                print(f"{name:<16} {mode:<5} " + " ".join(f"{r:>12.0f}" for r in rates))
+                print(f"{name:<16} {mode:<5} " + " ".join(f"{r:>12.0f}" for r in rates)
+                      + f"   store reads alone: {reads[(name, mode)]:.0f}/s")
     finally:
         if args.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
