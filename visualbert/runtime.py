@@ -1,0 +1,111 @@
+"""CPU runtime defaults, applied when :mod:`visualbert` is imported, before anything imports ``paddle``.
+
+Why: ``import paddle`` sets ``OMP_NUM_THREADS=1`` when it is unset, so the MKL/oneDNN kernels run on one
+core however many the machine has; and the MKL bundled with Paddle picks a slow (non-AVX2) code path on
+AMD CPUs unless ``MKL_DEBUG_CPU_TYPE=5`` is set before it loads (measured ~2.7x on fp32 GEMM there; on
+Intel CPUs the flag forces the AVX2 path instead of AVX-512 and HALVES the GEMM rate, so it is only set
+on AMD).
+
+Every value is a default: ``os.environ.setdefault``, so a variable the user exported wins. Set
+``VISUALBERT_NO_RUNTIME_DEFAULTS=1`` to skip all of it. Scripts must ``import visualbert`` (or any
+``visualbert.*`` module) BEFORE ``import paddle``; if paddle is already loaded the thread count can
+still be raised through ``paddle.set_num_threads`` equivalents, but the MKL code path cannot, and
+:func:`apply_cpu_defaults` says so in its report.
+
+This module must not import paddle (nor numpy: it is imported first).
+"""
+
+import os
+import sys
+
+OPT_OUT = "VISUALBERT_NO_RUNTIME_DEFAULTS"
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+# What apply_cpu_defaults() decided at import time: {"applied": {var: value}, "kept": {var: value}, ...}.
+REPORT = {}
+
+
+def available_cores():
+    """Cores this process may run on (CPU affinity / cgroup cpuset aware), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _cgroup_cpu_limit():
+    """CPU quota of a cgroup v2 container (``cpu.max``), rounded up; None when unlimited or unknown."""
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+        if quota == "max":
+            return None
+        return max(1, -(-int(quota) // int(period)))
+    except (OSError, ValueError):
+        return None
+
+
+def cpu_vendor():
+    """``GenuineIntel``, ``AuthenticAMD``, ... or ``""`` when unknown (non-Linux, non-x86)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def default_threads():
+    cores = available_cores()
+    limit = _cgroup_cpu_limit()
+    return min(cores, limit) if limit else cores
+
+
+def recommended_environment():
+    """The defaults for this machine: thread counts = available cores, and the MKL code-path override on AMD."""
+    env = {var: str(default_threads()) for var in THREAD_VARIABLES}
+    if cpu_vendor() == "AuthenticAMD":
+        env["MKL_DEBUG_CPU_TYPE"] = "5"
+    return env
+
+
+def apply_cpu_defaults(environ=None):
+    """Puts :func:`recommended_environment` into ``environ`` (default ``os.environ``) where unset.
+
+    Returns:
+        dict: ``applied`` (variables set here), ``kept`` (already set by the user), ``paddle_loaded``
+        (True when paddle was imported first: the variables then come too late for its math library),
+        ``skipped`` (the opt-out variable is set).
+    """
+    environ = os.environ if environ is None else environ
+    report = {"applied": {}, "kept": {}, "paddle_loaded": "paddle" in sys.modules, "skipped": False}
+    if environ.get(OPT_OUT, "").strip() not in ("", "0"):
+        report["skipped"] = True
+        return report
+    for var, value in recommended_environment().items():
+        if var in environ:
+            report["kept"][var] = environ[var]
+        else:
+            environ[var] = value
+            report["applied"][var] = value
+    return report
+
+
+def configure_paddle_threads():
+    """After paddle is imported: make its intra-op thread count match ``OMP_NUM_THREADS`` (needed only
+    when paddle was imported before visualbert). Returns the thread count in use."""
+    import paddle
+
+    threads = int(os.environ.get("OMP_NUM_THREADS") or default_threads())
+    setter = getattr(paddle, "set_num_threads", None) or getattr(paddle.base.core, "set_num_threads", None)
+    if setter is not None:
+        try:
+            setter(threads)
+        except Exception:  # pragma: no cover - older builds
+            pass
+    return threads
+
+
+REPORT.update(apply_cpu_defaults())
