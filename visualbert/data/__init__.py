@@ -4,6 +4,7 @@ Dataset code never imports the model; tensors are made only by :class:`Collator`
 """
 
 from .answers import AnswerVocab, load_answer_vocab
+from .check import check_split, split_keys
 from .coco import CocoCaptionsPretrainDataset, coco_image_key, load_coco_captions
 from .collate import TENSOR_KEYS, Collator
 from .errors import DataFormatError, MissingFeaturesError
@@ -34,6 +35,8 @@ __all__ = [
     "PackedFeatureStore",
     "TENSOR_KEYS",
     "TextEncoder",
+    "check_split",
+    "split_keys",
     "VCRDataset",
     "VQA2Dataset",
     "coco_image_key",

@@ -5,6 +5,7 @@ import numpy as np
 from .masking import mask_tokens, random_token_candidates
 
 DEFAULT_MAX_SEQ_LENGTH = 128
+_CACHE_SIZE = 200_000  # memoised texts per process (VQA questions repeat a lot)
 
 
 class TextEncoder:
@@ -37,8 +38,20 @@ class TextEncoder:
         return self._candidates
 
     def wordpieces(self, text):
-        """list[int]: WordPiece ids of ``text`` (lower-cased, no special tokens)."""
-        return [int(i) for i in self.tokenizer.convert_tokens_to_ids(self.tokenizer.tokenize(text))]
+        """list[int]: WordPiece ids of ``text`` (lower-cased, no special tokens); memoised per process."""
+        cache = self.__dict__.setdefault("_cache", {})
+        ids = cache.get(text)
+        if ids is None:
+            ids = tuple(int(i) for i in self.tokenizer.convert_tokens_to_ids(self.tokenizer.tokenize(text)))
+            if len(cache) >= _CACHE_SIZE:
+                cache.clear()
+            cache[text] = ids
+        return list(ids)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_cache", None)
+        return state
 
     def _truncate(self, a, b, budget):
         a, b = list(a), list(b)
