@@ -47,7 +47,7 @@ def main(argv=None):
         probs, labels, ids = VCR.probabilities(model, dataset, args)
         parts[key] = (probs, labels)
         for i, annot in enumerate(ids):
-            rows.setdefault(annot, {"annot_id": annot})[f"{key}_probs"] = [round(float(p), 6) for p in probs[i]]
+            rows.setdefault(annot, {"annot_id": annot})[f"{key}_probs"] = [float(p) for p in probs[i]]
     os.makedirs(args.output_dir, exist_ok=True)
     tmp = os.path.join(args.output_dir, "predictions.jsonl.tmp")
     with open(tmp, "w") as f:

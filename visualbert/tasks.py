@@ -116,7 +116,10 @@ class VQA2:
 
         files = []
         for part in split.split(","):
-            files += imdb_files(args.imdb_dir, part.strip())
+            try:
+                files += imdb_files(args.imdb_dir, part.strip())
+            except ValueError as err:
+                raise UsageError(str(err)) from None
         width = None  # accept any width; it is checked against the model instead
         return VQA2Dataset(files, args.features, tokenizer, answers_file=args.answers_file,
                            max_seq_length=args.max_seq_length, task=task, seed=getattr(args, "seed", 0),
@@ -351,7 +354,10 @@ class Pretrain:
             return CocoCaptionsPretrainDataset(path, args.features, tokenizer, max_seq_length=args.max_seq_length,
                                                mask_prob=args.mask_prob, seed=args.seed, max_regions=args.max_regions)
         if args.dataset == "vqa2":
-            files = [f for part in split.split(",") for f in imdb_files(args.data_dir, part.strip())]
+            try:
+                files = [f for part in split.split(",") for f in imdb_files(args.data_dir, part.strip())]
+            except ValueError as err:
+                raise UsageError(str(err)) from None
             return VQA2Dataset(files, args.features, tokenizer, max_seq_length=args.max_seq_length, task="mlm",
                                mask_prob=args.mask_prob, seed=args.seed, feature_dim=None)
         path = os.path.join(args.data_dir, f"{split}.json")
