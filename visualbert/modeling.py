@@ -43,6 +43,54 @@ def _gelu_tanh(x):
 ACT2FN = {"gelu": _gelu, "gelu_new": _gelu_tanh, "gelu_pytorch_tanh": _gelu_tanh, "relu": F.relu, "tanh": paddle.tanh}
 
 
+# ------------------------------------------------------------------------------------------------ fast paths
+# Measured on CPU (paddle 3.3, 2 threads, BERT-base shapes; see bench/bench_model.py): Paddle's broadcasting
+# elementwise kernels are ~5x slower than same-shape ones, so (a) the bias of every Linear goes into the GEMM
+# (``addmm``: C = bias; C += x @ W) instead of a broadcast add after it (F.linear: 1.6x slower), (b) the
+# additive attention mask is expanded ONCE per forward to [B, heads, L, L] and added in place in each layer
+# (12 broadcast adds cost ~4x more than one expand + 12 same-shape adds), (c) dropout is not called at all
+# in eval mode (Paddle's dropout op copies its input when is_test), (d) Q, K and V come from one GEMM on the
+# concatenated weights, with the 1/sqrt(head_size) folded into the query weight and bias (exact for the
+# power-of-two 1/8 of BERT-base), so no pass over the [B, heads, L, L] scores is spent on scaling.
+
+
+def _dims(x):
+    """Shape of ``x`` as a list usable by reshape/expand in dygraph (ints) and in static graphs (unknown
+    dimensions as 0-D int tensors from ``paddle.shape``)."""
+    shape = list(x.shape)
+    if all(isinstance(d, int) and d >= 0 for d in shape):
+        return shape
+    runtime = paddle.shape(x)
+    return [d if isinstance(d, int) and d >= 0 else runtime[i] for i, d in enumerate(shape)]
+
+
+def _linear(x, weight, bias, scale=None):
+    """``x @ weight + bias`` over the last axis of an N-D ``x`` with the bias fused into the GEMM; with
+    ``scale``: ``scale * (x @ weight + bias)``."""
+    lead = _dims(x)[:-1]
+    x2 = x.reshape([-1, x.shape[-1]])
+    if bias is None:
+        out = paddle.matmul(x2, weight)
+        if scale is not None:
+            out = out * scale
+    elif scale is None:
+        out = paddle.addmm(bias, x2, weight)
+    else:
+        out = paddle.addmm(bias, x2, weight, beta=scale, alpha=scale)
+    return out.reshape(lead + [weight.shape[-1]])
+
+
+def _apply_linear(layer, x):
+    return _linear(x, layer.weight, layer.bias)
+
+
+def _dropout(layer, x):
+    """``layer(x)`` for an ``nn.Dropout``, skipped entirely when it would be the identity."""
+    if not layer.training or layer.p == 0:
+        return x
+    return layer(x)
+
+
 class ModelOutput(OrderedDict):
     """Dict of outputs that also allows attribute access (``out.logits``); ``None`` entries are dropped."""
 
@@ -144,7 +192,7 @@ class VisualBertEmbeddings(nn.Layer):
             embeddings = embeddings + self.token_type_embeddings(token_type_ids)
 
         if visual_embeds is not None:
-            visual = self.visual_projection(visual_embeds)
+            visual = _apply_linear(self.visual_projection, visual_embeds)
             if visual_token_type_ids is None:
                 visual = visual + self.visual_token_type_embeddings.weight[0]
             else:
@@ -155,7 +203,7 @@ class VisualBertEmbeddings(nn.Layer):
                 visual = visual + self._aligned_text_positions(image_text_alignment, visual_embeds.shape[1], visual.dtype)
             embeddings = paddle.concat([embeddings, visual], axis=1)
 
-        return self.dropout(self.LayerNorm(embeddings))
+        return _dropout(self.dropout, self.LayerNorm(embeddings))
 
     def _aligned_text_positions(self, alignment, num_regions, dtype):
         """Mean of the text position embeddings over the valid (non -1) entries of each region: [B, V, H]."""
@@ -192,20 +240,30 @@ class VisualBertSelfAttention(nn.Layer):
         """
         Args:
             hidden_states (Tensor): float [B, L, H].
-            attention_mask (Tensor, optional): additive float [B, 1, 1, L] (0 keep, -10000 drop).
+            attention_mask (Tensor, optional): additive float mask, 0 keep / -10000 drop, either [B, 1, 1, L]
+                (broadcast) or already expanded to [B, heads, L, L] by :meth:`VisualBertModel.expand_attention_mask`
+                (faster on CPU: added in place).
 
         Returns:
             tuple: context float [B, L, H], and attention probabilities [B, heads, L, L] or None.
         """
-        query = self._split_heads(self.query(hidden_states))
-        key = self._split_heads(self.key(hidden_states))
-        value = self._split_heads(self.value(hidden_states))
-        scores = paddle.matmul(query, key, transpose_y=True) / math.sqrt(self.attention_head_size)
+        dims = _dims(hidden_states)
+        batch, length = dims[0], dims[1]
+        scale = 1.0 / math.sqrt(self.attention_head_size)
+        # One GEMM for Q, K, V; the score scale is folded into the query part (weights stay separate params).
+        weight = paddle.concat([self.query.weight * scale, self.key.weight, self.value.weight], axis=1)
+        bias = paddle.concat([self.query.bias * scale, self.key.bias, self.value.bias], axis=0)
+        qkv = _linear(hidden_states, weight, bias)
+        qkv = qkv.reshape([batch, length, 3, self.num_attention_heads, self.attention_head_size]).transpose([2, 0, 3, 1, 4])
+        query, key, value = qkv[0], qkv[1], qkv[2]
+        scores = paddle.matmul(query, key, transpose_y=True)
         if attention_mask is not None:
-            scores = scores + attention_mask
+            if attention_mask.shape[1] == 1 or attention_mask.shape[2] == 1:
+                scores = scores + attention_mask
+            else:
+                scores = scores.add_(attention_mask)
         probs = F.softmax(scores, axis=-1)
-        context = paddle.matmul(self.dropout(probs), value)
-        batch, length = hidden_states.shape[0], hidden_states.shape[1]
+        context = paddle.matmul(_dropout(self.dropout, probs), value)
         context = context.transpose([0, 2, 1, 3]).reshape([batch, length, self.all_head_size])
         return context, (probs if output_attentions else None)
 
@@ -218,7 +276,7 @@ class VisualBertSelfOutput(nn.Layer):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states, input_tensor):
-        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + input_tensor)
+        return self.LayerNorm(_dropout(self.dropout, _apply_linear(self.dense, hidden_states)) + input_tensor)
 
 
 class VisualBertAttention(nn.Layer):
@@ -239,7 +297,7 @@ class VisualBertIntermediate(nn.Layer):
         self.act = ACT2FN[config.hidden_act]
 
     def forward(self, hidden_states):
-        return self.act(self.dense(hidden_states))
+        return self.act(_apply_linear(self.dense, hidden_states))
 
 
 class VisualBertOutput(nn.Layer):
@@ -250,7 +308,7 @@ class VisualBertOutput(nn.Layer):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states, input_tensor):
-        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + input_tensor)
+        return self.LayerNorm(_dropout(self.dropout, _apply_linear(self.dense, hidden_states)) + input_tensor)
 
 
 class VisualBertLayer(nn.Layer):
@@ -291,7 +349,7 @@ class VisualBertPooler(nn.Layer):
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
 
     def forward(self, hidden_states):
-        return paddle.tanh(self.dense(hidden_states[:, 0]))
+        return paddle.tanh(_apply_linear(self.dense, hidden_states[:, 0]))
 
 
 class VisualBertPreTrainedModel(nn.Layer):
@@ -482,7 +540,8 @@ class VisualBertModel(VisualBertPreTrainedModel):
                 all_attentions.append(probs)
         else:
             sequence_output, all_hidden, all_attentions = self.encoder(
-                embedding_output, mask, output_attentions, output_hidden_states)
+                embedding_output, self.expand_attention_mask(mask, embedding_output, self.config.num_attention_heads),
+                output_attentions, output_hidden_states)
 
         pooled_output = self.pooler(sequence_output) if self.pooler is not None else None
         return ModelOutput(
@@ -491,6 +550,16 @@ class VisualBertModel(VisualBertPreTrainedModel):
             hidden_states=tuple(all_hidden) if all_hidden is not None else None,
             attentions=tuple(all_attentions) if all_attentions is not None else None,
         )
+
+    @staticmethod
+    def expand_attention_mask(mask, hidden_states, num_heads):
+        """[B, 1, 1, L] additive mask → [B, heads, L, L], once per forward, so that every layer adds it in place
+        with a same-shape kernel (Paddle's broadcasting add is ~5x slower on CPU; 12 of them cost far more than
+        this one expand). Kept broadcast on GPU, where the broadcast add is fused and memory matters more."""
+        if mask is None or not paddle.device.get_device().startswith("cpu"):
+            return mask
+        dims = _dims(hidden_states)
+        return paddle.expand(mask, [dims[0], num_heads, dims[1], dims[1]])
 
     @staticmethod
     def _extended_attention_mask(input_ids, attention_mask, visual_embeds, visual_attention_mask, dtype):
@@ -536,7 +605,7 @@ class VisualBertPredictionHeadTransform(nn.Layer):
         self.LayerNorm = nn.LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps)
 
     def forward(self, hidden_states):
-        return self.LayerNorm(self.act(self.dense(hidden_states)))
+        return self.LayerNorm(self.act(_apply_linear(self.dense, hidden_states)))
 
 
 class VisualBertLMPredictionHead(nn.Layer):
@@ -639,7 +708,7 @@ class VisualBertForQuestionAnswering(VisualBertPreTrainedModel):
         sequence_output = outputs.last_hidden_state
         index = attention_mask.astype("int64").sum(axis=1) - 2
         gathered = paddle.take_along_axis(sequence_output, index.reshape([-1, 1, 1]), axis=1, broadcast=True)
-        logits = self.cls(self.dropout(gathered.squeeze(1)))
+        logits = _apply_linear(self.cls, _dropout(self.dropout, gathered.squeeze(1)))
         loss = _kl_div_batchmean(F.log_softmax(logits, axis=-1), labels) if labels is not None else None
         return ModelOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
 
@@ -669,7 +738,7 @@ class VisualBertForVisualReasoning(VisualBertPreTrainedModel):
         outputs = self.visual_bert(input_ids, attention_mask, token_type_ids, position_ids, visual_embeds,
                                    visual_attention_mask, visual_token_type_ids, image_text_alignment,
                                    **_backbone_kwargs(kwargs))
-        logits = self.cls(self.dropout(outputs.pooler_output))
+        logits = _apply_linear(self.cls, _dropout(self.dropout, outputs.pooler_output))
         loss = F.cross_entropy(logits, labels.reshape([-1])) if labels is not None else None
         return ModelOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
 
@@ -715,7 +784,7 @@ class VisualBertForMultipleChoice(VisualBertPreTrainedModel):
             per_choice(input_ids, 1), per_choice(attention_mask, 1), per_choice(token_type_ids, 1),
             per_choice(position_ids, 1), per_choice(visual_embeds, 3), per_choice(visual_attention_mask, 2),
             per_choice(visual_token_type_ids, 2), per_choice(image_text_alignment, 3), **_backbone_kwargs(kwargs))
-        logits = self.cls(self.dropout(outputs.pooler_output)).reshape([-1, num_choices])
+        logits = _apply_linear(self.cls, _dropout(self.dropout, outputs.pooler_output)).reshape([-1, num_choices])
         loss = F.cross_entropy(logits, labels.reshape([-1])) if labels is not None else None
         return ModelOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
 
