@@ -1,0 +1,82 @@
+"""Two CPU processes (gloo) under ``python -m paddle.distributed.launch``: the first update of 2 processes × batch B
+equals 1 process × batch 2B, both ranks end with identical weights, and only rank 0 writes files."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import paddle
+import pytest
+
+from visualbert.data.synthetic import generate
+from visualbert.engine import read_jsonl
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODEL = ["--hidden_size", "32", "--num_hidden_layers", "2", "--num_attention_heads", "2", "--intermediate_size", "64",
+         "--disable_tqdm", "--dropout", "0", "--learning_rate", "1e-3", "--warmup", "0", "--logging_steps", "1",
+         "--save_steps", "1", "--max_seq_length", "40", "--seed", "7"]
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("synth_dist"))
+    generate(out, tasks=("nlvr2",), nlvr2_dim=32, nlvr2_sets=10, nlvr2_regions=4)
+    return out
+
+
+def run(synth, out, nproc, batch, steps, dump, log_dir):
+    script = ["NLVR2/run_nlvr2.py", "--data_dir", f"{synth}/nlvr2", "--features", f"{synth}/detectron_fix_144",
+              "--output_dir", out, "--batch_size", str(batch), "--max_steps", str(steps), "--eval_steps", str(steps)] + MODEL
+    if nproc == 1:
+        cmd = [sys.executable] + script
+    else:
+        cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", str(nproc), "--log_dir", log_dir] + script
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PADDLE_")}
+    env["VISUALBERT_TEST_DUMP_RANK_WEIGHTS"] = dump
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=400, env=env)
+    logs = ""
+    if os.path.isdir(log_dir):
+        for name in sorted(os.listdir(log_dir)):
+            with open(os.path.join(log_dir, name), errors="replace") as f:
+                logs += f"--- {name}\n" + f.read()[-3000:]
+    assert p.returncode == 0, p.stderr[-3000:] + logs
+
+
+def load(path):
+    return {k: v.numpy() for k, v in paddle.load(path).items()}
+
+
+def test_two_processes_equal_one_process_with_double_batch(synth, tmp_path):
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    run(synth, one, 1, 4, 2, str(tmp_path / "dump1"), str(tmp_path / "log1"))
+    run(synth, two, 2, 2, 2, str(tmp_path / "dump2"), str(tmp_path / "log2"))
+
+    # First update: step_1 of both runs.
+    w1 = load(os.path.join(one, "step_1", "model_state.pdparams"))
+    w2 = load(os.path.join(two, "step_1", "model_state.pdparams"))
+    init = None
+    for k in w1:
+        np.testing.assert_allclose(w2[k], w1[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    # and training changed the weights (the comparison is not vacuous)
+    final1 = load(os.path.join(one, "final", "model_state.pdparams"))
+    assert any(not np.allclose(w1[k], final1[k]) for k in w1)
+    del init
+
+    # Both ranks end with identical weights (all-reduced gradients, same optimizer state).
+    r0 = load(str(tmp_path / "dump2" / "rank0.pdparams"))
+    r1 = load(str(tmp_path / "dump2" / "rank1.pdparams"))
+    for k in r0:
+        np.testing.assert_array_equal(r0[k], r1[k], err_msg=k)
+    final2 = load(os.path.join(two, "final", "model_state.pdparams"))
+    for k in final2:
+        np.testing.assert_allclose(final2[k], final1[k], rtol=1e-4, atol=1e-5, err_msg=k)
+
+    # Only rank 0 writes: the same files as the single-process run, each metrics record written once.
+    assert sorted(os.listdir(two)) == sorted(os.listdir(one))
+    rec1, rec2 = read_jsonl(os.path.join(one, "metrics.jsonl")), read_jsonl(os.path.join(two, "metrics.jsonl"))
+    assert [(r["type"], r["step"]) for r in rec2] == [(r["type"], r["step"]) for r in rec1] == \
+        [("train", 1), ("train", 2), ("eval", 2)]
+    ev1, ev2 = rec1[-1], rec2[-1]
+    assert ev1["accuracy"] == ev2["accuracy"]
+    assert ev2["loss"] == pytest.approx(ev1["loss"], rel=1e-4)
