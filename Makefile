@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: venv test clean
+.PHONY: venv test clean demo
 
 $(VENV)/.installed: requirements.txt requirements-base.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,3 +22,7 @@ test: venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# Quickstart: synthetic data, tiny VisualBERT on VQA2 + NLVR2 (CPU, a few minutes), results table.
+demo: venv
+	$(PY) scripts/quickstart.py --out runs/quickstart
