@@ -182,9 +182,8 @@ class VisualBertEmbeddings(nn.Layer):
         Returns:
             Tensor: float [B, T + V, H] (or [B, T, H] without visual_embeds).
         """
-        text_len = input_ids.shape[1]
         if position_ids is None:
-            position_ids = paddle.arange(text_len, dtype="int64")
+            position_ids = paddle.arange(_dims(input_ids)[1], dtype="int64")
         embeddings = self.word_embeddings(input_ids) + self.position_embeddings(position_ids)
         if token_type_ids is None:
             embeddings = embeddings + self.token_type_embeddings.weight[0]
@@ -258,7 +257,7 @@ class VisualBertSelfAttention(nn.Layer):
         query, key, value = qkv[0], qkv[1], qkv[2]
         scores = paddle.matmul(query, key, transpose_y=True)
         if attention_mask is not None:
-            if attention_mask.shape[1] == 1 or attention_mask.shape[2] == 1:
+            if attention_mask.shape[1] == 1 or attention_mask.shape[2] == 1 or not paddle.in_dynamic_mode():
                 scores = scores + attention_mask
             else:
                 scores = scores.add_(attention_mask)
@@ -519,8 +518,9 @@ class VisualBertModel(VisualBertPreTrainedModel):
             ModelOutput: ``last_hidden_state`` float [B, L, H], ``pooler_output`` float [B, H], and optionally
             ``hidden_states`` (tuple of [B, L, H]) and ``attentions`` (tuple of [B, heads, L, L]).
         """
-        _check_inputs(self.config, input_ids, attention_mask, token_type_ids, visual_embeds, visual_attention_mask,
-                      visual_token_type_ids, image_text_alignment)
+        if paddle.in_dynamic_mode():  # static export: shapes are symbolic, checked by the exporter's InputSpec
+            _check_inputs(self.config, input_ids, attention_mask, token_type_ids, visual_embeds,
+                          visual_attention_mask, visual_token_type_ids, image_text_alignment)
         embedding_output = self.embeddings(input_ids, token_type_ids, position_ids, visual_embeds,
                                            visual_token_type_ids, image_text_alignment)
         mask = self._extended_attention_mask(input_ids, attention_mask, visual_embeds, visual_attention_mask,

@@ -1,0 +1,162 @@
+"""Static-graph export and a ``paddle.inference`` predictor for the classification heads.
+
+    from visualbert.inference import export_model, Predictor
+    export_model(model, "export/vqa")                 # paddle.jit.save, dynamic batch / text / region dims
+    predictor = Predictor("export/vqa")               # paddle.inference, CPU threads from OMP_NUM_THREADS
+    logits = predictor.run(batch)["logits"]          # batch: dict of numpy arrays named like the model args
+
+The exported program takes ``input_ids, attention_mask, token_type_ids, visual_embeds,
+visual_attention_mask, visual_token_type_ids`` (all but ``visual_embeds`` int64, all with dynamic batch and
+length dimensions) and returns ``logits``. The VQA head's gather at ``attention_mask.sum(1) - 2`` is part of
+the graph. ``export.json`` beside the model records the architecture, the feed names and the config.
+"""
+
+import json
+import os
+
+import numpy as np
+
+from . import runtime  # noqa: F401  (thread defaults before paddle loads)
+
+EXPORT_META = "export.json"
+MODEL_PREFIX = "model"
+FEED_NAMES = ("input_ids", "attention_mask", "token_type_ids", "visual_embeds", "visual_attention_mask",
+              "visual_token_type_ids")
+EXPORTABLE = ("VisualBertForQuestionAnswering", "VisualBertForVisualReasoning")
+
+
+def _logits_layer(model):
+    import paddle
+
+    class LogitsOnly(paddle.nn.Layer):
+        """Positional inputs → logits tensor (a static program returns tensors, not the ModelOutput dict)."""
+
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask, token_type_ids, visual_embeds, visual_attention_mask,
+                    visual_token_type_ids):
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                              visual_embeds=visual_embeds, visual_attention_mask=visual_attention_mask,
+                              visual_token_type_ids=visual_token_type_ids)["logits"]
+
+    return LogitsOnly(model)
+
+
+def input_spec(visual_dim):
+    from paddle.static import InputSpec
+
+    specs = []
+    for name in FEED_NAMES:
+        if name == "visual_embeds":
+            specs.append(InputSpec([None, None, visual_dim], "float32", name))
+        else:
+            specs.append(InputSpec([None, None], "int64", name))
+    return specs
+
+
+def to_static_model(model, architecture=None, example_inputs=None):
+    """``paddle.jit.to_static`` of ``model`` (eval mode) returning a callable ``f(**inputs) -> logits``."""
+    import paddle
+
+    model.eval()
+    static = paddle.jit.to_static(_logits_layer(model), input_spec=input_spec(model.config.visual_embedding_dim),
+                                  full_graph=True)
+    static.eval()
+
+    def call(**feed):
+        return static(*[feed[name] for name in FEED_NAMES])
+
+    return call
+
+
+def export_model(model, out_dir, architecture=None):
+    """Writes ``out_dir/model.json|.pdmodel`` + ``model.pdiparams`` + ``export.json``.
+
+    Args:
+        model: a VQA or NLVR2 head (``VisualBertForQuestionAnswering`` / ``VisualBertForVisualReasoning``).
+        out_dir (str): created if missing.
+
+    Returns:
+        str: the path prefix passed to ``paddle.jit.save``.
+    """
+    import paddle
+
+    architecture = architecture or type(model).__name__
+    if architecture not in EXPORTABLE:
+        raise ValueError(f"export supports {', '.join(EXPORTABLE)}, not {architecture}")
+    model.eval()
+    os.makedirs(out_dir, exist_ok=True)
+    layer = _logits_layer(model)
+    layer.eval()
+    static = paddle.jit.to_static(layer, input_spec=input_spec(model.config.visual_embedding_dim), full_graph=True)
+    prefix = os.path.join(out_dir, MODEL_PREFIX)
+    paddle.jit.save(static, prefix)
+    meta = {"architecture": architecture, "feed_names": list(FEED_NAMES), "fetch_names": ["logits"],
+            "config": model.config.to_dict()}
+    with open(os.path.join(out_dir, EXPORT_META), "w") as f:
+        json.dump(meta, f, indent=2)
+    return prefix
+
+
+def _model_files(model_dir):
+    prefix = os.path.join(model_dir, MODEL_PREFIX)
+    for ext in (".json", ".pdmodel"):
+        if os.path.isfile(prefix + ext):
+            return prefix + ext, prefix + ".pdiparams"
+    raise FileNotFoundError(f"{model_dir!r} has no {MODEL_PREFIX}.json/.pdmodel (write it with tools/export_model.py)")
+
+
+class Predictor:
+    """A ``paddle.inference`` predictor over an exported model directory.
+
+    Args:
+        model_dir (str): written by :func:`export_model` / ``tools/export_model.py``.
+        threads (int, optional): CPU math threads (default ``OMP_NUM_THREADS``, set by :mod:`visualbert.runtime`).
+        use_mkldnn (bool): oneDNN kernels and fusions. Default off: on this port's shapes the MKL path of the
+            plain predictor was measured faster (see bench/bench_model.py ``--predictor-mkldnn``).
+        ir_optim (bool): graph optimisation passes (fc/bias/LayerNorm fusions).
+    """
+
+    def __init__(self, model_dir, threads=None, use_mkldnn=False, ir_optim=True):
+        import paddle.inference as pi
+
+        with open(os.path.join(model_dir, EXPORT_META)) as f:
+            self.meta = json.load(f)
+        model_file, params_file = _model_files(model_dir)
+        config = pi.Config(model_file, params_file)
+        config.disable_gpu()
+        config.set_cpu_math_library_num_threads(int(threads or os.environ.get("OMP_NUM_THREADS") or runtime.default_threads()))
+        if use_mkldnn:
+            config.enable_mkldnn()
+        else:
+            config.disable_mkldnn()
+        config.switch_ir_optim(ir_optim)
+        config.disable_glog_info()
+        self.config = config
+        self.predictor = pi.create_predictor(config)
+        self.input_names = self.predictor.get_input_names()
+        self.output_names = self.predictor.get_output_names()
+
+    def run(self, inputs):
+        """Args: dict of numpy arrays (missing type ids / visual mask default to 0 / 1). Returns ``{"logits": np}``."""
+        inputs = dict(inputs)
+        ids = np.asarray(inputs["input_ids"])
+        visual = np.asarray(inputs["visual_embeds"])
+        inputs.setdefault("token_type_ids", np.zeros_like(ids))
+        inputs.setdefault("attention_mask", np.ones_like(ids))
+        inputs.setdefault("visual_attention_mask", np.ones(visual.shape[:2], dtype=np.int64))
+        inputs.setdefault("visual_token_type_ids", np.zeros(visual.shape[:2], dtype=np.int64))
+        for name in self.input_names:
+            value = np.ascontiguousarray(inputs[name], dtype=np.float32 if name == "visual_embeds" else np.int64)
+            handle = self.predictor.get_input_handle(name)
+            handle.reshape(list(value.shape))
+            handle.copy_from_cpu(value)
+        self.predictor.run()
+        return {"logits": self.predictor.get_output_handle(self.output_names[0]).copy_to_cpu()}
+
+    __call__ = run
+
+
+__all__ = ["export_model", "to_static_model", "Predictor", "FEED_NAMES", "EXPORTABLE"]
