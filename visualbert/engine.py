@@ -193,7 +193,8 @@ def trainable_named_parameters(model, freeze_pooler=False):
     out = []
     for name, param in model.named_parameters():
         if freeze_pooler and ".pooler." in f".{name}":
-            param.stop_gradient = True
+            # Left out of the optimizer (as the original did) rather than marked stop_gradient: the fused
+            # addmm path of modeling.py segfaults in backward on a stop_gradient weight (paddle 3.3.1 CPU).
             continue
         if not param.stop_gradient:
             out.append((name, param))
@@ -638,7 +639,7 @@ class Trainer:
                     self.optimizer.step()
                 lr = self.scheduler.get_lr()
                 self.scheduler.step()
-                self.optimizer.clear_grad()
+                self.model.clear_gradients()  # also parameters outside the optimizer (frozen pooler)
                 self.state["global_step"] += 1
                 self.state["batch_in_epoch"] = batch_index
                 if batch_index >= self.batches_per_epoch:
