@@ -53,7 +53,45 @@ def time_pass(dataset, batch_size, workers):
     return n / (time.perf_counter() - start)
 
 
+def measure(root, imdb, dim, batch_size, workers, mode):
+    """Runs one timing in a fresh process and returns samples/s (``workers`` -1: store reads only).
+
+    A fresh process per timing: forking DataLoader workers from a process that already ran loaders (and
+    their threads) hung in paddle 3.3.1 here.
+    """
+    import subprocess
+
+    cmd = [sys.executable, os.path.abspath(__file__), "--_measure", root, imdb, str(dim), str(batch_size), str(workers), mode]
+    res = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600)
+    return float(res.stdout.strip().splitlines()[-1])
+
+
+def _measure_main(root, imdb, dim, batch_size, workers, mode):
+    from visualbert.data import VQA2Dataset
+    from visualbert.tokenizer import load_tokenizer
+
+    ds = VQA2Dataset(imdb, root, load_tokenizer(), feature_dim=int(dim))
+    keys = [e["image_name"] for e in ds.entries]
+    if mode == "cold":
+        evict(feature_files(root))
+    else:
+        for k in keys:
+            ds.store[k]
+    if int(workers) < 0:
+        start = time.perf_counter()
+        for k in keys:
+            ds.store[k]
+        rate = len(keys) / (time.perf_counter() - start)
+    else:
+        rate = time_pass(ds, int(batch_size), int(workers))
+    print(rate)
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--_measure":
+        _measure_main(*argv[1:])
+        return 0
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=int, default=512)
     p.add_argument("--regions", type=int, default=100)
@@ -64,9 +102,8 @@ def main(argv=None):
     p.add_argument("--modes", nargs="+", default=["cold", "warm"], choices=["cold", "warm"])
     args = p.parse_args(argv)
 
-    from visualbert.data import VQA2Dataset, open_feature_store, pack_features
+    from visualbert.data import open_feature_store, pack_features
     from visualbert.data.synthetic import generate
-    from visualbert.tokenizer import load_tokenizer
 
     work = args.work_dir or tempfile.mkdtemp(prefix="bench_data_")
     try:
@@ -81,34 +118,15 @@ def main(argv=None):
             pack_features(open_feature_store(train_dir), out, float16=fp16, progress=True)
             stores[name] = out
         imdb = os.path.join(work, "vqa2", "imdb", "imdb_train2014.npy")
-        tok = load_tokenizer()
         print(f"\n{len(feature_files(train_dir))} images x {args.regions} regions x {args.dim}, batch {args.batch_size}, "
               f"{os.cpu_count()} CPUs")
         print(f"{'store':<16} {'cache':<5} " + " ".join(f"{f'{w} workers':>12}" for w in args.workers) + "   (samples/s)")
-        reads = {}
         for name, root in stores.items():
-            ds = VQA2Dataset(imdb, root, tok, feature_dim=args.dim)
-            keys = [e["image_name"] for e in ds.entries]
-            for mode in args.modes:
-                if mode == "cold":
-                    evict(feature_files(root))
-                else:
-                    for k in keys:
-                        ds.store[k]
-                start = time.perf_counter()
-                for k in keys:
-                    ds.store[k]
-                reads[(name, mode)] = len(keys) / (time.perf_counter() - start)
-            for mode in args.modes:
-                rates = []
-                for w in args.workers:
-                    if mode == "cold":
-                        evict(feature_files(root))
-                    else:
-                        time_pass(ds, args.batch_size, 0)  # fill the page cache
-                    rates.append(time_pass(ds, args.batch_size, w))
-                print(f"{name:<16} {mode:<5} " + " ".join(f"{r:>12.0f}" for r in rates)
-                      + f"   store reads alone: {reads[(name, mode)]:.0f}/s")
+            for i, mode in enumerate(args.modes):
+                rates = [measure(root, imdb, args.dim, args.batch_size, w, mode) for w in args.workers]
+                read = measure(root, imdb, args.dim, args.batch_size, -1, mode)
+                print(f"{name if i == 0 else '':<16} {mode:<5} " + " ".join(f"{r:>12.0f}" for r in rates)
+                      + f"   store reads alone: {read:.0f}/s", flush=True)
     finally:
         if args.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
