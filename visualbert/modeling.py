@@ -64,9 +64,18 @@ def _dims(x):
     return [d if isinstance(d, int) and d >= 0 else runtime[i] for i, d in enumerate(shape)]
 
 
+def _cpu_kernels():
+    """True when running on CPU: the addmm / expanded-mask paths are used only there (on GPU ``F.linear`` has
+    a fused bias epilogue and is on the AMP white list, which ``addmm`` is not)."""
+    return paddle.device.get_device() == "cpu"
+
+
 def _linear(x, weight, bias, scale=None):
     """``x @ weight + bias`` over the last axis of an N-D ``x`` with the bias fused into the GEMM; with
     ``scale``: ``scale * (x @ weight + bias)``."""
+    if not _cpu_kernels():
+        out = F.linear(x, weight, bias)
+        return out if scale is None else out * scale
     lead = _dims(x)[:-1]
     x2 = x.reshape([-1, x.shape[-1]])
     if bias is None:
@@ -230,6 +239,9 @@ class VisualBertSelfAttention(nn.Layer):
         self.key = nn.Linear(config.hidden_size, self.all_head_size)
         self.value = nn.Linear(config.hidden_size, self.all_head_size)
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+        # Set by visualbert.accel.set_fused_attention: F.scaled_dot_product_attention (flash / memory-efficient
+        # kernels on GPU). Off by default: on CPU Paddle only has its unfused "math" fallback, measured slower.
+        self.fused_attention = False
 
     def _split_heads(self, x):
         batch, length = x.shape[0], x.shape[1]
@@ -249,6 +261,8 @@ class VisualBertSelfAttention(nn.Layer):
         dims = _dims(hidden_states)
         batch, length = dims[0], dims[1]
         scale = 1.0 / math.sqrt(self.attention_head_size)
+        if self.fused_attention and not output_attentions:
+            return self._fused_forward(hidden_states, attention_mask, batch, length), None
         # One GEMM for Q, K, V; the score scale is folded into the query part (weights stay separate params).
         weight = paddle.concat([self.query.weight * scale, self.key.weight, self.value.weight], axis=1)
         bias = paddle.concat([self.query.bias * scale, self.key.bias, self.value.bias], axis=0)
@@ -257,6 +271,8 @@ class VisualBertSelfAttention(nn.Layer):
         query, key, value = qkv[0], qkv[1], qkv[2]
         scores = paddle.matmul(query, key, transpose_y=True)
         if attention_mask is not None:
+            if attention_mask.dtype != scores.dtype:  # AMP: fp16/bf16 scores, fp32 mask
+                attention_mask = attention_mask.astype(scores.dtype)
             if attention_mask.shape[1] == 1 or attention_mask.shape[2] == 1 or not paddle.in_dynamic_mode():
                 scores = scores + attention_mask
             else:
@@ -265,6 +281,20 @@ class VisualBertSelfAttention(nn.Layer):
         context = paddle.matmul(_dropout(self.dropout, probs), value)
         context = context.transpose([0, 2, 1, 3]).reshape([batch, length, self.all_head_size])
         return context, (probs if output_attentions else None)
+
+
+    def _fused_forward(self, hidden_states, attention_mask, batch, length):
+        """Same maths through ``F.scaled_dot_product_attention`` ([B, L, heads, d] layout, no transposes)."""
+        qkv = paddle.concat([_apply_linear(self.query, hidden_states), _apply_linear(self.key, hidden_states),
+                             _apply_linear(self.value, hidden_states)], axis=-1)
+        qkv = qkv.reshape([batch, length, 3, self.num_attention_heads, self.attention_head_size])
+        query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        if attention_mask is not None and attention_mask.dtype != query.dtype:
+            attention_mask = attention_mask.astype(query.dtype)
+        p = self.dropout.p if self.training else 0.0
+        context = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=p,
+                                                 training=self.training)
+        return context.reshape([batch, length, self.all_head_size])
 
 
 class VisualBertSelfOutput(nn.Layer):

@@ -1,0 +1,174 @@
+"""Accelerator helpers for training and evaluation: mixed precision (AMP) and fused attention.
+
+Everything is off by default and safe on CPU (where AMP does nothing useful: Paddle's CPU build has no
+fp16/bf16 matmul kernels, so :func:`resolve_amp` turns it off there with a warning).
+
+Typical use in a training loop::
+
+    from visualbert import accel
+    accel.add_accel_arguments(parser)                       # --use_amp --amp_level --amp_dtype --fused_attention
+    amp = accel.AmpConfig.from_args(args)
+    accel.set_fused_attention(model, accel.resolve_fused_attention(args.fused_attention))
+    model, optimizer = accel.prepare(model, optimizer, amp)  # O2: fp16/bf16 weights + fp32 master weights
+    scaler = accel.grad_scaler(amp)
+    for batch in loader:
+        with accel.autocast(amp):
+            loss = model(**batch)["loss"]
+        accel.backward_and_step(loss, optimizer, scaler)     # scaled for fp16, plain for bf16 / fp32
+        optimizer.clear_grad()
+
+    with accel.autocast(amp):                                # evaluation under the same precision
+        logits = model(**batch)["logits"]
+
+Levels: O1 = the white-listed ops (matmul / linear / attention) run in low precision, everything else
+(softmax, LayerNorm, losses) in fp32; O2 = the model's weights are cast to fp16/bf16 (LayerNorm kept fp32)
+and the optimizer keeps fp32 master weights. fp16 needs loss scaling (``GradScaler``, dynamic); bf16 does
+not (its exponent range is fp32's) and needs an Ampere-or-newer GPU. The model's additive attention mask
+(-10000) is finite in both. Recommended on GPU: ``--use_amp --amp_level O2 --amp_dtype bfloat16`` on
+A100/H100-class cards, ``--amp_dtype float16`` on older ones (V100, T4).
+
+Fused attention (``--fused_attention auto|on|off``, default ``auto``): routes self-attention through
+``paddle.nn.functional.scaled_dot_product_attention`` (flash / memory-efficient kernels on GPU), except when
+attention probabilities are requested. ``auto`` turns it on only on a GPU; on CPU Paddle has only the
+unfused "math" fallback, measured slower than this port's own attention.
+"""
+
+import logging
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+logger = logging.getLogger(__name__)
+
+AMP_LEVELS = ("O1", "O2")
+AMP_DTYPES = ("float16", "bfloat16")
+FUSED_CHOICES = ("auto", "on", "off")
+
+
+@dataclass
+class AmpConfig:
+    enabled: bool = False
+    level: str = "O1"
+    dtype: str = "bfloat16"
+    init_loss_scaling: float = 2.0 ** 15
+
+    @classmethod
+    def from_args(cls, args):
+        """From the flags of :func:`add_accel_arguments`, resolved for the current device."""
+        return resolve_amp(cls(enabled=bool(getattr(args, "use_amp", False)), level=getattr(args, "amp_level", "O1"),
+                               dtype=getattr(args, "amp_dtype", "bfloat16")))
+
+
+def add_accel_arguments(parser):
+    """Adds ``--use_amp``, ``--amp_level``, ``--amp_dtype``, ``--fused_attention`` to an argparse parser."""
+    group = parser.add_argument_group("accelerator (GPU) options")
+    group.add_argument("--use_amp", action="store_true", help="automatic mixed precision (GPU only; ignored on CPU)")
+    group.add_argument("--amp_level", choices=AMP_LEVELS, default="O1",
+                       help="O1: low-precision white-listed ops; O2: low-precision weights + fp32 master weights")
+    group.add_argument("--amp_dtype", choices=AMP_DTYPES, default="bfloat16",
+                       help="bfloat16 (Ampere+, no loss scaling) or float16 (dynamic loss scaling)")
+    group.add_argument("--fused_attention", choices=FUSED_CHOICES, default="auto",
+                       help="scaled_dot_product_attention kernels: auto = on GPU only")
+    return parser
+
+
+def on_gpu():
+    import paddle
+
+    return paddle.device.get_device().startswith("gpu")
+
+
+def resolve_amp(amp):
+    """Returns ``amp`` with ``enabled`` cleared when there is no GPU (or bf16 unsupported), with a warning."""
+    if amp.level not in AMP_LEVELS:
+        raise ValueError(f"amp level must be one of {AMP_LEVELS}, got {amp.level!r}")
+    if amp.dtype not in AMP_DTYPES:
+        raise ValueError(f"amp dtype must be one of {AMP_DTYPES}, got {amp.dtype!r}")
+    if not amp.enabled:
+        return amp
+    if not on_gpu():
+        logger.warning("--use_amp ignored: no GPU (Paddle's CPU build has no fp16/bf16 matmul kernels)")
+        return AmpConfig(False, amp.level, amp.dtype, amp.init_loss_scaling)
+    if amp.dtype == "bfloat16":
+        import paddle
+
+        try:
+            major = paddle.device.cuda.get_device_capability()[0]
+        except Exception:  # pragma: no cover - non-CUDA GPUs
+            major = 8
+        if major < 8:
+            logger.warning("bfloat16 AMP needs compute capability >= 8.0 (got %s): using float16", major)
+            return AmpConfig(True, amp.level, "float16", amp.init_loss_scaling)
+    return amp
+
+
+def resolve_fused_attention(choice="auto"):
+    if choice not in FUSED_CHOICES:
+        raise ValueError(f"fused_attention must be one of {FUSED_CHOICES}, got {choice!r}")
+    if choice == "auto":
+        return on_gpu()
+    return choice == "on"
+
+
+def set_fused_attention(model, enabled=True):
+    """Turns the ``scaled_dot_product_attention`` path on/off in every self-attention of ``model``.
+    Returns the number of attention layers switched."""
+    from .modeling import VisualBertSelfAttention
+
+    count = 0
+    for layer in model.sublayers(include_self=True):
+        if isinstance(layer, VisualBertSelfAttention):
+            layer.fused_attention = bool(enabled)
+            count += 1
+    return count
+
+
+def prepare(model, optimizer=None, amp=None):
+    """O2: casts the weights (LayerNorm stays fp32) and makes the optimizer keep fp32 master weights.
+    O1 / disabled: returns its arguments unchanged."""
+    if amp is None or not amp.enabled or amp.level != "O2":
+        return model, optimizer
+    import paddle
+
+    if optimizer is None:
+        return paddle.amp.decorate(models=model, level="O2", dtype=amp.dtype), None
+    return paddle.amp.decorate(models=model, optimizers=optimizer, level="O2", dtype=amp.dtype,
+                               master_weight=True)
+
+
+def autocast(amp=None):
+    """Context manager for the forward pass (``paddle.amp.auto_cast``), or a no-op when AMP is off."""
+    if amp is None or not amp.enabled:
+        return nullcontext()
+    import paddle
+
+    return paddle.amp.auto_cast(enable=True, level=amp.level, dtype=amp.dtype)
+
+
+def grad_scaler(amp=None):
+    """Dynamic loss scaler for fp16 AMP; None for bf16 or fp32 (no scaling needed)."""
+    if amp is None or not amp.enabled or amp.dtype != "float16":
+        return None
+    import paddle
+
+    return paddle.amp.GradScaler(init_loss_scaling=amp.init_loss_scaling)
+
+
+def backward_and_step(loss, optimizer, scaler=None, clip_before_step=None):
+    """``loss.backward(); optimizer.step()`` with loss scaling when ``scaler`` is given (overflowing steps
+    are skipped by the scaler). ``clip_before_step(parameters)`` runs on unscaled gradients if given."""
+    if scaler is None:
+        loss.backward()
+        if clip_before_step is not None:
+            clip_before_step(optimizer)
+        optimizer.step()
+        return
+    scaler.scale(loss).backward()
+    if clip_before_step is not None:
+        scaler.unscale_(optimizer)
+        clip_before_step(optimizer)
+    scaler.step(optimizer)
+    scaler.update()
+
+
+__all__ = ["AmpConfig", "add_accel_arguments", "resolve_amp", "resolve_fused_attention", "set_fused_attention",
+           "prepare", "autocast", "grad_scaler", "backward_and_step", "on_gpu"]
