@@ -95,3 +95,25 @@ def test_fused_attention_training_step_runs():
         loss = model(**{k: paddle.to_tensor(v) for k, v in inputs.items()})["loss"]
     accel.backward_and_step(loss, opt, accel.grad_scaler(amp))
     assert np.isfinite(float(loss))
+
+
+def test_frozen_linear_layers_train_without_crash():
+    """paddle 3.3.1's addmm backward segfaults when the bias has stop_gradient=True: _linear must avoid it
+    (a frozen pooler is the common case). Runs in a child process so a crash fails the test, not the run."""
+    code = (
+        "import visualbert, paddle\n"
+        "from visualbert.configuration import VisualBertConfig\n"
+        "from visualbert.modeling import VisualBertForVisualReasoning\n"
+        "from visualbert.parity import make_inputs\n"
+        f"cfg = VisualBertConfig(num_labels=2, **{TINY!r})\n"
+        "m = VisualBertForVisualReasoning(cfg); m.train()\n"
+        "for p in m.visual_bert.pooler.parameters(): p.stop_gradient = True\n"
+        "m.visual_bert.encoder.layer[0].output.dense.bias.stop_gradient = True\n"
+        "inp = make_inputs(cfg, 'VisualBertForVisualReasoning', text_len=12, num_regions=6)\n"
+        "out = m(**{k: paddle.to_tensor(v) for k, v in inp.items()})\n"
+        "out['loss'].backward()\n"
+        "assert m.visual_bert.encoder.layer[0].output.dense.weight.grad is not None\n"
+        "print('OK')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), (proc.returncode, proc.stderr[-2000:])

@@ -73,7 +73,9 @@ def _cpu_kernels():
 def _linear(x, weight, bias, scale=None):
     """``x @ weight + bias`` over the last axis of an N-D ``x`` with the bias fused into the GEMM; with
     ``scale``: ``scale * (x @ weight + bias)``."""
-    if not _cpu_kernels():
+    # addmm's backward crashes (segfault, paddle 3.3.1) when its bias input has stop_gradient=True, e.g. a
+    # frozen pooler: such layers take F.linear whenever a backward pass may follow.
+    if not _cpu_kernels() or (bias is not None and bias.stop_gradient and paddle.is_grad_enabled()):
         out = F.linear(x, weight, bias)
         return out if scale is None else out * scale
     lead = _dims(x)[:-1]
