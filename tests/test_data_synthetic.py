@@ -4,6 +4,7 @@ import collections
 import filecmp
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -12,7 +13,7 @@ import pytest
 
 from visualbert.data import load_answer_vocab, load_coco_captions, load_imdb, read_nlvr2_jsonl, read_vcr_jsonl
 from visualbert.data.check import check_split
-from visualbert.data.synthetic import CLASSES, COLORS, FeatureMaker, generate
+from visualbert.data.synthetic import CLASSES, COLORS, NUMBER_WORDS, FeatureMaker, generate, plural
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = dict(num_images=60, questions_per_image=3, regions=6, vqa_dim=40, nlvr2_sets=30, nlvr2_regions=6,
@@ -130,6 +131,94 @@ def test_nlvr2_balanced_and_consistent(synth):
     for r in rows:
         by_sentence[r["identifier"].split("-")[1]].add(r["label"])
     assert all(v == {"True", "False"} for v in by_sentence.values())
+
+
+SIMPLE = re.compile(r"(The (left|right) image contains|Both images contain) an? ((\w+) )?(\w+)\.")
+SINGULAR = {plural(c): c for c in CLASSES}
+WORD_NUMBERS = {w: n for n, w in NUMBER_WORDS.items()}
+
+
+def _nlvr2_truth(sentence, left, right):
+    """Truth of a synthetic NLVR2 sentence given the decoded (class, colour) objects of each image, worked out
+    from the words (independently of the generator's truth functions)."""
+    def count(objects, cls):
+        return sum(1 for c, _ in objects if c == SINGULAR.get(cls, cls))
+
+    def has(objects, cls, col):
+        return any(c == cls and (col is None or o == col) for c, o in objects)
+
+    m = SIMPLE.fullmatch(sentence)
+    if m:
+        side, col, cls = m.group(2), m.group(4), m.group(5)
+        if side is None:
+            return has(left, cls, col) and has(right, cls, col)
+        return has(left if side == "left" else right, cls, col)
+    m = re.fullmatch(r"The left image contains exactly (\w+) (\w+)\.", sentence)
+    if m:
+        return count(left, m.group(2)) == WORD_NUMBERS[m.group(1)]
+    m = re.fullmatch(r"There are more (\w+) in the left image than in the right image\.", sentence)
+    if m:
+        return count(left, m.group(1)) > count(right, m.group(1))
+    m = re.fullmatch(r"Exactly one image contains (\w+)\.", sentence)
+    assert m, sentence
+    return (count(left, m.group(1)) > 0) != (count(right, m.group(1)) > 0)
+
+
+@pytest.fixture(scope="module")
+def nlvr2_variants(tmp_path_factory, synth):
+    out = {"simple": synth}
+    for templates in ("mixed", "hard"):
+        path = str(tmp_path_factory.mktemp(f"nlvr2_{templates}"))
+        generate(path, tasks=("nlvr2",), nlvr2_templates=templates, nlvr2_sets=40, nlvr2_dim=40)
+        out[templates] = path
+    return out
+
+
+@pytest.mark.parametrize("templates", ["simple", "mixed", "hard"])
+def test_nlvr2_labels_come_from_regions_not_text(nlvr2_variants, templates):
+    root = nlvr2_variants[templates]
+    rows = []
+    for split in ("train", "dev", "test1"):
+        rows += read_nlvr2_jsonl(os.path.join(root, "nlvr2", f"{split}.json"))
+    by_set = collections.defaultdict(list)
+    for r in rows:
+        pair = r["identifier"].rsplit("-", 1)[0]
+        split = pair.split("-")[0]
+        left, right = (
+            [o for o in _decode(np.load(os.path.join(root, "detectron_fix_144", split, "feature_1024dim",
+                                                     f"{pair}-img{side}.png.npy")), 40) if o is not None]
+            for side in (0, 1))
+        # the regions determine every label ...
+        assert _nlvr2_truth(r["sentence"], left, right) == (r["label"] == "True"), (r["identifier"], r["sentence"])
+        by_set["-".join(r["identifier"].split("-")[:2])].append(r)
+    # ... the text does not: every sentence has one True and one False image pair (so text alone scores 50%)
+    for pairs in by_set.values():
+        assert len(pairs) == 2 and len({p["sentence"] for p in pairs}) == 1
+        assert sorted(p["label"] for p in pairs) == ["False", "True"]
+    sentences = [r["sentence"] for r in rows]
+    hard_only = sum(bool(re.match(r"The left image contains exactly|There are more|Exactly one image", t)) for t in sentences)
+    class_only = sum(bool(re.fullmatch(r"(The (left|right) image contains|Both images contain) an? (\w+)\.", t))
+                     for t in sentences)  # only the simple templates name a class without a colour
+    if templates == "simple":
+        assert all(SIMPLE.fullmatch(t) for t in sentences) and hard_only == 0 and class_only > 0
+        sides = collections.Counter(t.split()[1] for t in sentences)
+        assert sides["left"] > 0 and sides["right"] > 0 and sides["images"] > 0
+        assert sides["left"] + sides["right"] > 0.6 * len(rows)  # dominated by statements about one side
+    elif templates == "mixed":
+        assert hard_only > 0 and class_only > 0
+    else:
+        assert hard_only > 0 and class_only == 0
+
+
+def test_nlvr2_templates_flag(tmp_path):
+    with pytest.raises(ValueError, match="nlvr2_templates"):
+        generate(str(tmp_path / "bad"), tasks=("nlvr2",), nlvr2_templates="easy")
+    out = str(tmp_path / "cli")
+    subprocess.run([sys.executable, os.path.join(REPO, "tools", "make_synthetic_data.py"), "--out", out, "--quiet",
+                    "--tasks", "nlvr2", "--nlvr2_sets", "5", "--nlvr2_dim", "32", "--nlvr2_templates", "hard"],
+                   check=True, capture_output=True, text=True)
+    with open(os.path.join(out, "manifest.json")) as f:
+        assert json.load(f)["settings"]["nlvr2_templates"] == "hard"
 
 
 def test_cli_default_size(tmp_path):

@@ -248,6 +248,37 @@ def test_cli_exit_code_and_message(synth, tmp_path):
     assert "error: --save_steps must be a positive number of steps, got 0" in proc.stderr
 
 
+@pytest.fixture()
+def synth_missing(tmp_path):
+    """A small NLVR2 + VQA2 copy with one feature file deleted from each of NLVR2 dev and VQA2 train2014."""
+    out = str(tmp_path / "synth_missing")
+    generate(out, tasks=("vqa", "nlvr2"), num_images=10, questions_per_image=1, regions=3, vqa_dim=DIM, nlvr2_dim=DIM,
+             nlvr2_sets=10, nlvr2_regions=3)
+    os.remove(os.path.join(out, "detectron_fix_144", "dev", "feature_1024dim", "dev-0-1-img1.png.npy"))
+    name = np.load(os.path.join(out, "vqa2", "imdb", "imdb_train2014.npy"), allow_pickle=True)[2]["image_name"]
+    os.remove(os.path.join(out, "detectron_fix_100", "fc6", "vqa", "train2014", name + ".npy"))
+    return out, name
+
+
+def test_check_features_fails_before_training(synth_missing, tmp_path):
+    synth, vqa_key = synth_missing
+    # NLVR2: the missing image is in the evaluation split (dev), which the run reads too -> exit 2 before training
+    out = str(tmp_path / "nlvr2")
+    proc = subprocess.run([sys.executable, "NLVR2/run_nlvr2.py"] + nlvr2_args(synth) + TINY +
+                          ["--output_dir", out, "--check_features"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "dev-0-1-img1.png" in proc.stderr and "dev.json" in proc.stderr and "Traceback" not in proc.stderr
+    assert not os.path.exists(os.path.join(out, "args.json")) and not list_checkpoints(out)
+    # VQA2 (in process): the missing image is in the training split
+    from visualbert.data.errors import MissingFeaturesError
+
+    out = str(tmp_path / "vqa")
+    with pytest.raises(MissingFeaturesError, match=vqa_key) as err:
+        load_script("VQA2/run_vqa2.py")(vqa_args(synth) + TINY + ["--output_dir", out, "--check_features"])
+    assert err.value.missing == [vqa_key]
+    assert not os.path.exists(os.path.join(out, "args.json")) and not list_checkpoints(out)
+
+
 # ------------------------------------------------------------------------------------------ kill and resume
 def _run_nlvr2(synth, out, extra=(), env=None):
     argv = [sys.executable, "NLVR2/run_nlvr2.py"] + nlvr2_args(synth) + TINY[:-6] + [

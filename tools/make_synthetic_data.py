@@ -6,6 +6,7 @@ Answers are learnable from the region features and not from the text alone (see
 
     python tools/make_synthetic_data.py --out /tmp/synth
     python tools/make_synthetic_data.py --out /tmp/synth_small --vqa_dim 64 --nlvr2_dim 64 --num_images 600
+    python tools/make_synthetic_data.py --out /tmp/synth_hard --tasks nlvr2 --nlvr2_templates hard
 """
 
 import argparse
@@ -15,7 +16,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from visualbert.data.synthetic import DEFAULTS, generate  # noqa: E402
+from visualbert.data.synthetic import DEFAULTS, NLVR2_TEMPLATES, generate  # noqa: E402
 
 
 def main(argv=None):
@@ -35,6 +36,10 @@ def main(argv=None):
     p.add_argument("--nlvr2_regions", type=int, default=DEFAULTS["nlvr2_regions"],
                    help="maximum regions per NLVR2 image (counts vary per image; real cap: 144)")
     p.add_argument("--nlvr2_dim", type=int, default=DEFAULTS["nlvr2_dim"], help="NLVR2 feature width (real: 1024)")
+    p.add_argument("--nlvr2_templates", choices=NLVR2_TEMPLATES, default=DEFAULTS["nlvr2_templates"],
+                   help="NLVR2 sentences: simple = presence statements tied to one image or both ('The left image "
+                        "contains a red dog.'), learnable by a tiny model; hard = compositional ones (exact counts, "
+                        "comparisons, 'exactly one image'); mixed = half and half (default: %(default)s)")
     p.add_argument("--vcr_examples", type=int, default=DEFAULTS["vcr_examples"], help="VCR questions (train/val 2:1)")
     p.add_argument("--vcr_dim", type=int, default=DEFAULTS["vcr_dim"], help="VCR box feature width (real: 512)")
     p.add_argument("--noise", type=float, default=DEFAULTS["noise"], help="feature noise std (latent space)")

@@ -19,6 +19,13 @@ PAPER_DEFAULTS = dict(learning_rate=2e-5, batch_size=64, num_train_epochs=10, wa
                       adam_epsilon=1e-6, max_grad_norm=1.0, max_seq_length=128)
 
 
+NUM_WORKERS_HELP = ("DataLoader worker processes; 0 (the default, and recommended) loads in the main process. With "
+                    "N > 0 every epoch and every evaluation creates a new loader with N workers, and paddle's "
+                    "DataLoader has been seen to hang when several loaders with workers are created in one process")
+CHECK_FEATURES_HELP = ("before training (or predicting), check that every image of every split the run reads has its "
+                       "feature file, and exit with an error listing the missing ones (one stat per image)")
+
+
 def parse_warmup(value):
     """``"0.1"`` → 0.1 (a proportion of the training steps); ``"500"`` → 500 (steps)."""
     text = str(value).strip()
@@ -101,7 +108,8 @@ def training_parser(description, **defaults):
     g.add_argument("--no_eval", action="store_true", help="no evaluation during training")
     g.add_argument("--metric_for_best", default=None, help="evaluation metric that picks best/ (task default)")
     g.add_argument("--greater_is_better", type=str2bool, default=None, help="task default")
-    g.add_argument("--num_workers", type=int, default=0, help="DataLoader worker processes")
+    g.add_argument("--num_workers", type=int, default=0, help=NUM_WORKERS_HELP)
+    g.add_argument("--check_features", action="store_true", help=CHECK_FEATURES_HELP)
     g.add_argument("--disable_tqdm", action="store_true")
     g.add_argument("--max_seq_length", type=int, default=PAPER_DEFAULTS["max_seq_length"])
     g.add_argument("--text_only", action="store_true",
@@ -118,7 +126,8 @@ def prediction_parser(description):
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--vocab_file", default=None)
     parser.add_argument("--max_seq_length", type=int, default=PAPER_DEFAULTS["max_seq_length"])
-    parser.add_argument("--num_workers", type=int, default=0)
+    parser.add_argument("--num_workers", type=int, default=0, help=NUM_WORKERS_HELP)
+    parser.add_argument("--check_features", action="store_true", help=CHECK_FEATURES_HELP)
     parser.add_argument("--text_only", action="store_true", help="mask every region out (as the model was trained)")
     return parser
 

@@ -329,6 +329,13 @@ class _EpochDataset(paddle.io.Dataset):
 
 
 def make_loader(dataset, batch_sampler, collate_fn, num_workers=0):
+    """A DataLoader over ``dataset`` (``--num_workers``, default 0 = in the main process).
+
+    A new loader is built per epoch (and :func:`eval_batches` per evaluation). Workers are not made persistent on
+    purpose: ``dataset.set_epoch`` runs in the main process and persistent workers would keep the previous epoch's
+    copy (stale MLM / pair draws). Paddle's DataLoader has been seen to hang occasionally when several loaders with
+    workers are created in one process, which is why the scripts default to 0 workers.
+    """
     return paddle.io.DataLoader(_EpochDataset(dataset), batch_sampler=batch_sampler, collate_fn=collate_fn,
                                 num_workers=num_workers, use_shared_memory=False)
 

@@ -6,6 +6,7 @@ Each task exposes ``add_data_args(parser, train)``, ``check_data_args(args, trai
 """
 
 import collections
+import logging
 import os
 
 import numpy as np
@@ -79,6 +80,17 @@ def run_inference(model, dataset, batch_size, text_only=False, num_workers=0, co
     return arrays, dict(meta), loss
 
 
+def checked(args, dataset):
+    """``--check_features``: raises :class:`~visualbert.data.errors.MissingFeaturesError` (the scripts print it and
+    exit with status 2) listing every image of ``dataset`` without a feature file; returns ``dataset``."""
+    if getattr(args, "check_features", False):
+        dataset.check_features()
+        source = getattr(dataset, "source", None) or ", ".join(sorted(set(getattr(dataset, "sources", ())))) or "the split"
+        logging.getLogger("visualbert.tasks").info("--check_features: every image of %s (%d examples) has features",
+                                                   source, len(dataset))
+    return dataset
+
+
 def _load_tokenizer(args):
     from .tokenizer import load_tokenizer
 
@@ -121,9 +133,9 @@ class VQA2:
             except ValueError as err:
                 raise UsageError(str(err)) from None
         width = None  # accept any width; it is checked against the model instead
-        return VQA2Dataset(files, args.features, tokenizer, answers_file=args.answers_file,
-                           max_seq_length=args.max_seq_length, task=task, seed=getattr(args, "seed", 0),
-                           feature_dim=width)
+        return checked(args, VQA2Dataset(files, args.features, tokenizer, answers_file=args.answers_file,
+                                         max_seq_length=args.max_seq_length, task=task, seed=getattr(args, "seed", 0),
+                                         feature_dim=width))
 
     @staticmethod
     def answer_types(dataset):
@@ -226,8 +238,9 @@ class NLVR2:
     def dataset(cls, args, tokenizer, split, task="nlvr2"):
         from .data import NLVR2Dataset
 
-        return NLVR2Dataset(cls.annotation_file(args, split), args.features, tokenizer, max_seq_length=args.max_seq_length,
-                            task=task, max_regions=args.max_regions, seed=getattr(args, "seed", 0), feature_dim=None)
+        return checked(args, NLVR2Dataset(cls.annotation_file(args, split), args.features, tokenizer,
+                                          max_seq_length=args.max_seq_length, task=task, max_regions=args.max_regions,
+                                          seed=getattr(args, "seed", 0), feature_dim=None))
 
     @staticmethod
     def scores(dataset, logits):
@@ -295,8 +308,8 @@ class VCR:
         path = split if split.endswith(".jsonl") else os.path.join(args.data_dir, f"{split}.jsonl")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"VCR annotation file {path} does not exist (split {split!r})")
-        return VCRDataset(path, args.features, tokenizer, mode=mode, max_seq_length=args.max_seq_length,
-                          box_offset=args.box_offset, feature_dim=None)
+        return checked(args, VCRDataset(path, args.features, tokenizer, mode=mode, max_seq_length=args.max_seq_length,
+                                        box_offset=args.box_offset, feature_dim=None))
 
     @staticmethod
     def evaluate(model, dataset, args):
@@ -351,20 +364,22 @@ class Pretrain:
 
         if args.dataset == "coco_captions":
             path = split if split.endswith(".json") else os.path.join(args.data_dir, f"captions_{split}.json")
-            return CocoCaptionsPretrainDataset(path, args.features, tokenizer, max_seq_length=args.max_seq_length,
-                                               mask_prob=args.mask_prob, seed=args.seed, max_regions=args.max_regions)
+            return checked(args, CocoCaptionsPretrainDataset(
+                path, args.features, tokenizer, max_seq_length=args.max_seq_length, mask_prob=args.mask_prob,
+                seed=args.seed, max_regions=args.max_regions))
         if args.dataset == "vqa2":
             try:
                 files = [f for part in split.split(",") for f in imdb_files(args.data_dir, part.strip())]
             except ValueError as err:
                 raise UsageError(str(err)) from None
-            return VQA2Dataset(files, args.features, tokenizer, max_seq_length=args.max_seq_length, task="mlm",
-                               mask_prob=args.mask_prob, seed=args.seed, feature_dim=None)
+            return checked(args, VQA2Dataset(files, args.features, tokenizer, max_seq_length=args.max_seq_length,
+                                             task="mlm", mask_prob=args.mask_prob, seed=args.seed, feature_dim=None))
         path = os.path.join(args.data_dir, f"{split}.json")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"NLVR2 annotation file {path} does not exist (split {split!r})")
-        return NLVR2Dataset(path, args.features, tokenizer, max_seq_length=args.max_seq_length, task="pretrain",
-                            max_regions=args.max_regions or 144, mask_prob=args.mask_prob, seed=args.seed, feature_dim=None)
+        return checked(args, NLVR2Dataset(path, args.features, tokenizer, max_seq_length=args.max_seq_length,
+                                          task="pretrain", max_regions=args.max_regions or 144, mask_prob=args.mask_prob,
+                                          seed=args.seed, feature_dim=None))
 
     @staticmethod
     def evaluate(model, dataset, args):

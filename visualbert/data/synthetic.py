@@ -4,7 +4,10 @@ Every image is a scene of objects. One region = one object; its feature is
 ``scale * (onehot(class) + onehot(colour) + noise) @ W`` where ``W`` [L, D] has orthonormal rows (a fixed
 random rotation into the requested width D); unused regions are "background" (their own one-hot).
 Questions and sentences only name classes, colours and numbers, and answers are balanced per template,
-so the text alone does not determine the answer; the regions do.
+so the text alone does not determine the answer; the regions do. Every NLVR2 sentence comes with two image
+pairs, one True and one False. By default (``nlvr2_templates="simple"``) the sentences are presence statements
+tied to one image or both ("The left image contains a red dog.", "Both images contain a cat."), learnable by a
+tiny model; ``"hard"`` gives compositional ones (exact counts, comparisons, "exactly one image"), ``"mixed"`` both.
 
 Layout written under ``out`` (see ``datasets/README.md`` for the real counterparts)::
 
@@ -217,8 +220,19 @@ def write_vqa_and_coco(out, rng, args, vocab, progress):
 
 
 # --------------------------------------------------------------------------------------------- NLVR2
+NLVR2_TEMPLATES = ("simple", "mixed", "hard")
+# simple templates: (side, what) with side in left/right/both and what = "class" ("a dog") or "color" ("a red dog")
+SIMPLE_TEMPLATES = (("left", "class"), ("right", "class"), ("left", "color"), ("right", "color"),
+                    ("both", "class"), ("both", "color"))
+SIMPLE_WEIGHTS = (0.2, 0.2, 0.2, 0.2, 0.1, 0.1)
+
+
+def article(word):
+    return "an" if word[0] in "aeiou" else "a"
+
+
 def nlvr2_sentence(rng, max_count):
-    """(sentence, truth function of (left scene, right scene))."""
+    """A hard (compositional) sentence: (sentence, truth function of (left scene, right scene), (cls, col, n))."""
     cls = CLASSES[rng.integers(len(CLASSES))]
     col = COLORS[rng.integers(len(COLORS))]
     n = int(rng.integers(1, max_count + 1))
@@ -234,6 +248,71 @@ def nlvr2_sentence(rng, max_count):
     if t == 3:
         return f"The right image contains a {col} {cls}.", lambda l, r: has_col(r), (cls, col, n)
     return f"Exactly one image contains {plural(cls)}.", lambda l, r: (count(l) > 0) != (count(r) > 0), (cls, col, n)
+
+
+def simple_sentence(rng):
+    """A presence statement tied to one side (or both): (sentence, side, cls, col or None)."""
+    side, what = SIMPLE_TEMPLATES[rng.choice(len(SIMPLE_TEMPLATES), p=SIMPLE_WEIGHTS)]
+    cls = CLASSES[rng.integers(len(CLASSES))]
+    col = COLORS[rng.integers(len(COLORS))] if what == "color" else None
+    noun = f"{col} {cls}" if col else cls
+    subject = "Both images contain" if side == "both" else f"The {side} image contains"
+    return f"{subject} {article(noun)} {noun}.", side, cls, col
+
+
+def simple_truth(scene, cls, col):
+    """Whether a scene holds the sentence's object (any colour when ``col`` is None)."""
+    return cls in scene and (col is None or scene[cls][1] == col)
+
+
+def _scene_with(rng, regions, max_count, include=None, exclude=()):
+    """A scene of 1..2 classes (distinct colours, total count <= regions) that holds ``include`` = (class, colour)
+    and none of the classes in ``exclude``."""
+    k = max(1, min(2, regions // 2 if regions >= 2 else 1))
+    n_classes = int(rng.integers(1, k + 1))
+    classes = [include[0]] if include else []
+    colours = [include[1]] if include else []
+    pool = [c for c in CLASSES if c not in exclude and c not in classes]
+    while len(classes) < n_classes:
+        classes.append(pool.pop(int(rng.integers(len(pool)))))
+    free = [c for c in COLORS if c not in colours]
+    while len(colours) < len(classes):
+        colours.append(free.pop(int(rng.integers(len(free)))))
+    per = max(1, min(max_count, regions // len(classes)))
+    order = rng.permutation(len(classes))
+    return {classes[i]: (int(rng.integers(1, per + 1)), colours[i]) for i in order}
+
+
+SIMPLE_EMPTY = 0.6  # fraction of simple-template negatives that show no object at all (background regions only)
+
+
+def _simple_side(rng, regions, max_count, cls, col, holds):
+    """One image that holds (or not) the sentence's object; a negative is, with probability :data:`SIMPLE_EMPTY`,
+    an image without objects, else the class in another colour (colour sentences, half the time) or a scene of
+    other classes."""
+    if holds:
+        return _scene_with(rng, regions, max_count, (cls, col or COLORS[rng.integers(len(COLORS))]))
+    if rng.random() < SIMPLE_EMPTY:
+        return {}
+    if col is not None and rng.random() < 0.5:
+        other = [c for c in COLORS if c != col]
+        return _scene_with(rng, regions, max_count, (cls, other[rng.integers(len(other))]))
+    return _scene_with(rng, regions, max_count, exclude=(cls,))
+
+
+def simple_pair(rng, regions, max_count, side, cls, col, target):
+    """(left, right) scenes for which the simple sentence has truth value ``target``; the image the sentence does
+    not talk about holds the object half the time (so only the named side decides)."""
+    if side == "both":
+        if target:
+            holds = (True, True)
+        else:
+            holds = [(True, False), (False, True), (False, False)][rng.choice(3, p=(0.4, 0.4, 0.2))]
+    else:
+        named = bool(target)
+        other = bool(rng.random() < 0.5)
+        holds = (named, other) if side == "left" else (other, named)
+    return tuple(_simple_side(rng, regions, max_count, cls, col, h) for h in holds)
 
 
 def _biased_scene(rng, regions, max_count, cls, col, n):
@@ -257,19 +336,29 @@ def write_nlvr2(out, rng, args, progress):
     fm = FeatureMaker(args["nlvr2_dim"], args["seed"], args["noise"], args["feature_scale"])
     R = args["nlvr2_regions"]
     max_count = max(1, min(3, R // 2))
+    templates = args["nlvr2_templates"]
     sizes = _split_counts(args["nlvr2_sets"], [0.6, 0.2, 0.2])
     counts = {}
     for split, n_sets in zip(NLVR2_SPLITS, sizes):
         rows = []
         for s in tqdm(range(n_sets), desc=f"nlvr2 {split}", disable=not progress):
-            sentence, truth, (cls, col, n) = nlvr2_sentence(rng, max_count)
+            simple = templates == "simple" or (templates == "mixed" and rng.random() < 0.5)
+            if simple:
+                sentence, named, cls, col = simple_sentence(rng)
+                truth = {"left": lambda l, r: simple_truth(l, cls, col), "right": lambda l, r: simple_truth(r, cls, col),
+                         "both": lambda l, r: simple_truth(l, cls, col) and simple_truth(r, cls, col)}[named]
+            else:
+                sentence, truth, (cls, col, n) = nlvr2_sentence(rng, max_count)
             for pair in range(2):
                 target = (pair + s) % 2 == 0
-                for _ in range(1000):
-                    left = _biased_scene(rng, R, max_count, cls, col, n)
-                    right = _biased_scene(rng, R, max_count, cls, col, n)
-                    if truth(left, right) == target:
-                        break
+                if simple:
+                    left, right = simple_pair(rng, R, max_count, named, cls, col, target)
+                else:
+                    for _ in range(1000):
+                        left = _biased_scene(rng, R, max_count, cls, col, n)
+                        right = _biased_scene(rng, R, max_count, cls, col, n)
+                        if truth(left, right) == target:
+                            break
                 label = truth(left, right)
                 prefix = f"{split}-{s}-{pair}"
                 for side, scene in enumerate((left, right)):
@@ -285,7 +374,7 @@ def write_nlvr2(out, rng, args, progress):
                     "right_url": f"https://example.invalid/{prefix}-img1.jpg",
                     "writer": str(int(rng.integers(200))),
                     "synset": cls,
-                    "query": f"{col} {cls}",
+                    "query": f"{col} {cls}" if col else cls,
                     "validation": {str(int(rng.integers(200))): "True" if label else "False"},
                     "extra_validations": {},
                 }
@@ -358,6 +447,7 @@ DEFAULTS = {
     "nlvr2_sets": 20,
     "nlvr2_regions": 6,
     "nlvr2_dim": 1024,
+    "nlvr2_templates": "simple",
     "vcr_examples": 24,
     "vcr_dim": 512,
     "noise": 0.1,
@@ -373,7 +463,10 @@ def generate(out, progress=False, **kwargs):
     Args:
         out (str): output directory.
         progress (bool): tqdm bars.
-        **kwargs: any key of :data:`DEFAULTS` (``tasks`` a subset of vqa (incl. COCO captions), nlvr2, vcr).
+        **kwargs: any key of :data:`DEFAULTS` (``tasks`` a subset of vqa (incl. COCO captions), nlvr2, vcr;
+            ``nlvr2_templates`` one of :data:`NLVR2_TEMPLATES`: ``simple`` presence statements tied to one image or
+            both, learnable by a tiny model; ``hard`` the compositional ones (exact counts, comparisons, "exactly
+            one image"); ``mixed`` half and half).
 
     Returns:
         dict: the manifest (settings and example counts), also written to ``out/manifest.json``.
@@ -384,6 +477,8 @@ def generate(out, progress=False, **kwargs):
     args = dict(DEFAULTS, **kwargs)
     if args["regions"] < 1 or args["nlvr2_regions"] < 1:
         raise ValueError("regions per image must be >= 1")
+    if args["nlvr2_templates"] not in NLVR2_TEMPLATES:
+        raise ValueError(f"nlvr2_templates must be one of {NLVR2_TEMPLATES}, got {args['nlvr2_templates']!r}")
     vocab = load_answer_vocab()
     os.makedirs(out, exist_ok=True)
     manifest = {"settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in args.items()}, "counts": {}}
