@@ -12,11 +12,13 @@ import numpy as np
 import paddle
 import pytest
 
+from visualbert import accel
 from visualbert.cli import training_parser
 from visualbert.configuration import VisualBertConfig
 from visualbert.data import Collator
-from visualbert.engine import (ShardedShuffleBatchSampler, Trainer, UsageError, build_optimizer, list_checkpoints,
-                               no_decay, read_jsonl, set_seed)
+from visualbert.engine import (ShardedShuffleBatchSampler, Trainer, UsageError, _optimizer_state_from_structured,
+                               _optimizer_state_to_structured, build_optimizer, list_checkpoints, no_decay, read_jsonl,
+                               set_seed)
 from visualbert.modeling import VisualBertForVisualReasoning
 from visualbert.tasks import MODEL_INPUTS
 
@@ -55,10 +57,10 @@ def tiny_model(dropout=0.0, seed=0):
     return VisualBertForVisualReasoning(config)
 
 
-def make_args(output_dir, **overrides):
+def make_args(output_dir, extra_argv=(), **overrides):
     parser = training_parser("test")
     argv = ["--output_dir", str(output_dir), "--disable_tqdm", "--batch_size", "4", "--num_train_epochs", "1",
-            "--logging_steps", "1", "--save_steps", "1000", "--learning_rate", "1e-3", "--no_eval"]
+            "--logging_steps", "1", "--save_steps", "1000", "--learning_rate", "1e-3", "--no_eval"] + list(extra_argv)
     args = parser.parse_args(argv)
     args.metric_for_best, args.greater_is_better, args.eval_batch_size = None, True, 8
     for k, v in overrides.items():
@@ -229,3 +231,135 @@ def test_checkpoint_contents_and_rotation(tmp_path):
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".tmp")]
     saved = paddle.load(os.path.join(found[-1][1], "model_state.pdparams"))
     assert not any(k.startswith("_layers.") for k in saved)
+
+
+# ------------------------------------------------------------------------------------------ accel (AMP, fused attention)
+def _train(out, data, extra_argv=(), model=None, **overrides):
+    args = make_args(out, extra_argv, **overrides)
+    trainer = Trainer(args, model or tiny_model(), data, Collator(), model_kwargs=MODEL_INPUTS)
+    trainer.train()
+    return trainer
+
+
+@pytest.mark.skipif(accel.on_gpu(), reason="CPU behaviour of --use_amp")
+def test_amp_flags_on_cpu_warn_and_train_like_fp32(tmp_path, caplog):
+    data = ToyNLVR2(12)
+    common = dict(batch_size=2, gradient_accumulation_steps=2, max_steps=3, max_grad_norm=0.05)
+    ref = _train(tmp_path / "fp32", data, **common)
+    with caplog.at_level("WARNING"):
+        amp = _train(tmp_path / "amp", data, ["--use_amp", "--amp_level", "O2", "--amp_dtype", "float16",
+                                              "--scale_loss", "1024"], **common)
+    assert any("--use_amp ignored" in r.getMessage() for r in caplog.records)
+    assert not amp.amp.enabled and amp.scaler is None
+    assert (amp.amp.level, amp.amp.dtype, amp.amp.init_loss_scaling) == ("O2", "float16", 1024.0)
+    wr, wa = weights(ref.model), weights(amp.model)
+    assert all(v.dtype == np.float32 for v in wa.values())
+    for k in wr:
+        np.testing.assert_array_equal(wa[k], wr[k], err_msg=k)
+
+
+def test_fused_attention_on_trains_like_off(tmp_path):
+    data = ToyNLVR2(12)
+    runs = {}
+    for choice in ("on", "off"):
+        t = _train(tmp_path / choice, data, ["--fused_attention", choice], batch_size=2, max_steps=4)
+        layers = [m for m in t.model.sublayers() if hasattr(m, "fused_attention")]
+        assert layers and all(m.fused_attention == (choice == "on") for m in layers)
+        runs[choice] = weights(t.model)
+    assert any(not np.allclose(runs["off"][k], weights(tiny_model())[k]) for k in runs["off"])  # trained
+    for k in runs["off"]:
+        np.testing.assert_allclose(runs["on"][k], runs["off"][k], rtol=0, atol=1e-5, err_msg=k)
+
+
+def _cpu_grad_scaler(init_loss_scaling):
+    """A dynamic GradScaler that is enabled on CPU (paddle disables it off-GPU; its kernels run on CPU)."""
+    import paddle.amp.grad_scaler as gs
+
+    real = gs._dygraph_tracer
+
+    class Place:
+        def __init__(self, place):
+            self.place = place
+
+        def is_gpu_place(self):
+            return True
+
+        def __getattr__(self, name):
+            return getattr(self.place, name)
+
+    class Tracer:
+        def __init__(self, tracer):
+            self.tracer = tracer
+            self._expected_place = Place(tracer._expected_place)
+
+        def __getattr__(self, name):
+            return getattr(self.tracer, name)
+
+    gs._dygraph_tracer = lambda: Tracer(real())
+    try:
+        scaler = paddle.amp.GradScaler(init_loss_scaling=init_loss_scaling)
+    finally:
+        gs._dygraph_tracer = real
+    assert scaler.is_enable()
+    return scaler
+
+
+@pytest.mark.parametrize("max_grad_norm", [0.0, 0.05])
+def test_loss_scaling_with_accumulation_and_clipping_equals_unscaled(tmp_path, monkeypatch, max_grad_norm):
+    # A power-of-two loss scale is exact in float32, so a correct engine (scale every micro-batch, unscale the
+    # accumulated gradients once before the optimizer's global-norm clipping) reproduces the unscaled run. Adam's
+    # epsilon is large so that the update is proportional to the gradient (a missing or extra unscale would show).
+    data = ToyNLVR2(12)
+    common = dict(batch_size=2, gradient_accumulation_steps=3, max_steps=3, max_grad_norm=max_grad_norm,
+                  adam_epsilon=1.0, learning_rate=0.5, save_steps=1)
+    ref = _train(tmp_path / "ref", data, **common)
+    made = []
+
+    def scaler_for(amp):
+        made.append(_cpu_grad_scaler(amp.init_loss_scaling))
+        return made[-1]
+
+    monkeypatch.setattr(accel, "grad_scaler", scaler_for)
+    # GradScaler.scale() turns itself off unless the last auto_cast was float16 (a sticky global on GPU runs).
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("paddle.amp.auto_cast").amp_global_state(), "amp_dtype", "float16")
+    scaled = _train(tmp_path / "scaled", data, ["--scale_loss", "1024"], **common)
+    assert made and scaled.scaler is made[0] and scaled.scaler.is_enable()
+    assert float(scaled.scaler._scale) == 1024.0 and scaled.scaler.state_dict()["scale"] is not None
+    assert os.path.isfile(tmp_path / "scaled" / "step_3" / "scaler.pdparams")
+    wr, ws = weights(ref.model), weights(scaled.model)
+    for k in wr:
+        np.testing.assert_allclose(ws[k], wr[k], rtol=1e-6, atol=1e-7, err_msg=k)
+    if max_grad_norm:  # clipping was active: the unclipped run ends elsewhere
+        free = _train(tmp_path / "free", data, **dict(common, max_grad_norm=0.0))
+        assert any(not np.allclose(weights(free.model)[k], wr[k], atol=1e-6) for k in wr)
+
+
+def test_optimizer_state_names_cover_master_weights():
+    name_map = {"linear_3.w_0": "cls.weight", "linear_3.b_0": "cls.bias"}
+    state = {"linear_3.w_0_fp32_master_0_moment1_0": 1, "linear_3.b_0_moment2_0": 2, "LR_Scheduler": {"last_epoch": 3},
+             "master_weights": {"linear_3.w_0": 4, "linear_3.b_0": 5}}
+    structured = _optimizer_state_to_structured(state, name_map)
+    assert structured["master_weights"] == {"param::cls.weight": 4, "param::cls.bias": 5}
+    assert "param::cls.weight::_fp32_master_0_moment1_0" in structured
+    assert _optimizer_state_from_structured(structured, name_map) == state
+
+
+def test_o2_weights_save_as_fp32_master_weights_and_load_back():
+    model = tiny_model()
+    reference = weights(model)
+    assert accel.fp32_state_dict(model) is not None and all(v.dtype == np.float32 for v in weights(model).values())
+    masters = {p.name: p.detach().clone() for p in model.parameters()}
+    model.visual_bert.encoder.to(dtype="float16")  # what O2 does to the linear layers
+    low = [k for k, v in model.state_dict().items() if v.dtype == paddle.float16]
+    assert low
+    state = accel.fp32_state_dict(model, type("Opt", (), {"_master_weights": masters})())
+    for k in reference:
+        assert state[k].dtype == paddle.float32
+        np.testing.assert_array_equal(state[k].numpy(), reference[k], err_msg=k)  # the masters, not fp16 values
+    no_master = accel.fp32_state_dict(model)
+    np.testing.assert_allclose(no_master[low[0]].numpy(), reference[low[0]], rtol=1e-3, atol=1e-3)
+    cast = accel.match_dtypes(state, model)  # float32 file -> the O2 model's dtypes
+    assert all(cast[k].dtype == model.state_dict()[k].dtype for k in cast)
+    model.set_state_dict(cast)

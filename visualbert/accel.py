@@ -6,7 +6,7 @@ fp16/bf16 matmul kernels, so :func:`resolve_amp` turns it off there with a warni
 Typical use in a training loop::
 
     from visualbert import accel
-    accel.add_accel_arguments(parser)                       # --use_amp --amp_level --amp_dtype --fused_attention
+    accel.add_accel_arguments(parser)     # --use_amp --amp_level --amp_dtype --scale_loss --fused_attention
     amp = accel.AmpConfig.from_args(args)
     accel.set_fused_attention(model, accel.resolve_fused_attention(args.fused_attention))
     model, optimizer = accel.prepare(model, optimizer, amp)  # O2: fp16/bf16 weights + fp32 master weights
@@ -16,6 +16,12 @@ Typical use in a training loop::
             loss = model(**batch)["loss"]
         accel.backward_and_step(loss, optimizer, scaler)     # scaled for fp16, plain for bf16 / fp32
         optimizer.clear_grad()
+
+With gradient accumulation, call :func:`backward` on every micro-batch and :func:`step` once per group (this is
+what :class:`visualbert.engine.Trainer` does). Global-norm clipping configured on the optimizer
+(``grad_clip=ClipGradByGlobalNorm``) sees unscaled gradients: ``GradScaler.step`` unscales them (and skips the
+update on inf/nan) before ``optimizer.step`` clips. Under O2, save weights with :func:`fp32_state_dict` (the
+optimizer's fp32 master weights) and load them with :func:`match_dtypes`.
 
     with accel.autocast(amp):                                # evaluation under the same precision
         logits = model(**batch)["logits"]
@@ -55,17 +61,22 @@ class AmpConfig:
     def from_args(cls, args):
         """From the flags of :func:`add_accel_arguments`, resolved for the current device."""
         return resolve_amp(cls(enabled=bool(getattr(args, "use_amp", False)), level=getattr(args, "amp_level", "O1"),
-                               dtype=getattr(args, "amp_dtype", "bfloat16")))
+                               dtype=getattr(args, "amp_dtype", "bfloat16"),
+                               init_loss_scaling=float(getattr(args, "scale_loss", 2.0 ** 15))))
 
 
 def add_accel_arguments(parser):
-    """Adds ``--use_amp``, ``--amp_level``, ``--amp_dtype``, ``--fused_attention`` to an argparse parser."""
+    """Adds ``--use_amp``, ``--amp_level``, ``--amp_dtype``, ``--scale_loss``, ``--fused_attention`` to an argparse
+    parser."""
     group = parser.add_argument_group("accelerator (GPU) options")
-    group.add_argument("--use_amp", action="store_true", help="automatic mixed precision (GPU only; ignored on CPU)")
+    group.add_argument("--use_amp", action="store_true",
+                       help="automatic mixed precision (GPU only; a warning and float32 training on CPU)")
     group.add_argument("--amp_level", choices=AMP_LEVELS, default="O1",
                        help="O1: low-precision white-listed ops; O2: low-precision weights + fp32 master weights")
     group.add_argument("--amp_dtype", choices=AMP_DTYPES, default="bfloat16",
                        help="bfloat16 (Ampere+, no loss scaling) or float16 (dynamic loss scaling)")
+    group.add_argument("--scale_loss", type=float, default=2.0 ** 15,
+                       help="initial (dynamic) loss scale of float16 AMP; unused for bfloat16 and float32")
     group.add_argument("--fused_attention", choices=FUSED_CHOICES, default="auto",
                        help="scaled_dot_product_attention kernels: auto = on GPU only")
     return parser
@@ -153,16 +164,25 @@ def grad_scaler(amp=None):
     return paddle.amp.GradScaler(init_loss_scaling=amp.init_loss_scaling)
 
 
-def backward_and_step(loss, optimizer, scaler=None, clip_before_step=None):
-    """``loss.backward(); optimizer.step()`` with loss scaling when ``scaler`` is given (overflowing steps
-    are skipped by the scaler). ``clip_before_step(parameters)`` runs on unscaled gradients if given."""
+def backward(loss, scaler=None):
+    """``loss.backward()``, on the scaled loss when ``scaler`` is given (gradients accumulate scaled)."""
     if scaler is None:
         loss.backward()
+    else:
+        scaler.scale(loss).backward()
+
+
+def step(optimizer, scaler=None, clip_before_step=None):
+    """``optimizer.step()`` on the gradients accumulated by :func:`backward`.
+
+    With ``scaler``: the gradients are unscaled first, the update is skipped if any is inf/nan, and the loss
+    scale is updated. A ``grad_clip`` of the optimizer (``ClipGradByGlobalNorm``) runs inside ``optimizer.step``
+    and so on unscaled gradients; ``clip_before_step(optimizer)``, if given, also runs on unscaled gradients."""
+    if scaler is None:
         if clip_before_step is not None:
             clip_before_step(optimizer)
         optimizer.step()
         return
-    scaler.scale(loss).backward()
     if clip_before_step is not None:
         scaler.unscale_(optimizer)
         clip_before_step(optimizer)
@@ -170,5 +190,53 @@ def backward_and_step(loss, optimizer, scaler=None, clip_before_step=None):
     scaler.update()
 
 
+def backward_and_step(loss, optimizer, scaler=None, clip_before_step=None):
+    """:func:`backward` then :func:`step` (no gradient accumulation)."""
+    backward(loss, scaler)
+    step(optimizer, scaler, clip_before_step)
+
+
+def _is_low_precision(tensor):
+    import paddle
+
+    return tensor.dtype in (paddle.float16, paddle.bfloat16)
+
+
+def fp32_state_dict(model, optimizer=None):
+    """``model.state_dict()`` with float16/bfloat16 entries (O2 weights) replaced by the optimizer's fp32 master
+    weights, or cast to float32 where there is none: what to save so that float32 models can load it.
+    Returns ``model.state_dict()`` itself when nothing is in low precision."""
+    state = model.state_dict()
+    if not any(_is_low_precision(v) for v in state.values()):
+        return state
+    masters = getattr(optimizer, "_master_weights", None) or {}
+    params = dict(model.named_parameters())
+    out = {}
+    for key, value in state.items():
+        if _is_low_precision(value):
+            param = params.get(key)
+            master = masters.get(param.name) if param is not None else None
+            value = master if master is not None else value.astype("float32")
+        out[key] = value
+    return out
+
+
+def match_dtypes(state, model):
+    """Casts the floating entries of ``state`` to the dtype of ``model``'s entry of the same name (loading float32
+    weights into an O2 model; Paddle's ``set_state_dict`` refuses a dtype mismatch)."""
+    import paddle
+
+    own = model.state_dict()
+    out = {}
+    for key, value in state.items():
+        target = own.get(key)
+        if (target is not None and isinstance(value, paddle.Tensor) and value.dtype != target.dtype
+                and paddle.is_floating_point(value) and paddle.is_floating_point(target)):
+            value = value.astype(target.dtype)
+        out[key] = value
+    return out
+
+
 __all__ = ["AmpConfig", "add_accel_arguments", "resolve_amp", "resolve_fused_attention", "set_fused_attention",
-           "prepare", "autocast", "grad_scaler", "backward_and_step", "on_gpu"]
+           "prepare", "autocast", "grad_scaler", "backward", "step", "backward_and_step", "fp32_state_dict",
+           "match_dtypes", "on_gpu"]

@@ -12,6 +12,7 @@ import shutil
 import sys
 import traceback
 
+from . import accel
 from .engine import ARGS_FILE, METRICS_FILE, UsageError, is_main_process, list_checkpoints
 
 # Recipes of the paper (REFERENCE §4); scripts override what differs.
@@ -92,9 +93,10 @@ def training_parser(description, **defaults):
     g.add_argument("--adam_beta1", type=float, default=0.9)
     g.add_argument("--adam_beta2", type=float, default=0.999)
     g.add_argument("--max_grad_norm", type=float, default=PAPER_DEFAULTS["max_grad_norm"], help="global norm; 0 = off")
-    g.add_argument("--use_amp", action="store_true", help="mixed precision on GPU (a warning and no-op on CPU)")
-    g.add_argument("--scale_loss", type=float, default=2.0 ** 15, help="initial AMP loss scale")
     g.add_argument("--seed", type=int, default=42)
+    # --use_amp, --amp_level, --amp_dtype, --scale_loss, --fused_attention (GPU options; AMP is a warning and a
+    # no-op on CPU)
+    accel.add_accel_arguments(parser)
     g = parser.add_argument_group("run")
     g.add_argument("--output_dir", required=True)
     g.add_argument("--overwrite_output_dir", action="store_true", help="clear an output directory holding another run")

@@ -8,7 +8,11 @@
 * data parallelism: one global shuffled order per (seed, epoch) shared by all ranks; a global batch of
   ``batch_size * world_size`` examples is cut into contiguous per-rank shards, so N processes × batch B see
   exactly the examples of 1 process × batch N·B. ``paddle.DataParallel`` is used only when world size > 1;
-* AMP on GPU (``--use_amp``, ``--scale_loss``), a warning and a no-op on CPU;
+* AMP on GPU (``--use_amp``, ``--amp_level O1|O2``, ``--amp_dtype float16|bfloat16``, ``--scale_loss``), a warning
+  and a no-op on CPU, and fused attention (``--fused_attention auto|on|off``), all through :mod:`visualbert.accel`
+  (the one implementation): micro-batch losses are scaled for float16, ``GradScaler.step`` unscales the accumulated
+  gradients before the optimizer's global-norm clipping and skips updates with inf/nan; under O2 the saved weights
+  are the optimizer's fp32 master weights;
 * logging (JSON lines ``metrics.jsonl``), ``args.json``, evaluation every N steps or each epoch, best
   checkpoint, checkpoints ``step_<N>/`` written atomically (temporary directory + rename), exact resume.
 
@@ -35,11 +39,11 @@ import shutil
 import subprocess
 import sys
 import time
-import warnings
 
 import numpy as np
 import paddle
 
+from . import accel
 from .metrics import write_json_atomic
 
 logger = logging.getLogger("visualbert.engine")
@@ -105,10 +109,6 @@ def set_seed(seed):
     random.seed(seed)
     np.random.seed(seed % (2 ** 32))
     paddle.seed(seed)
-
-
-def device_is_gpu():
-    return paddle.device.is_compiled_with_cuda() and paddle.device.get_device().startswith("gpu")
 
 
 # ------------------------------------------------------------------------------------------ run metadata
@@ -236,10 +236,13 @@ def _optimizer_state_to_structured(state, name_map):
     by_len = sorted(name_map, key=len, reverse=True)
     out = {}
     for key, value in state.items():
-        for pname in by_len:
-            if key.startswith(pname + "_"):
-                key = "param::" + name_map[pname] + "::" + key[len(pname):]
-                break
+        if key == "master_weights" and isinstance(value, dict):  # AMP O2: {param.name: fp32 master weight}
+            value = {"param::" + name_map[k] if k in name_map else k: v for k, v in value.items()}
+        else:
+            for pname in by_len:
+                if key.startswith(pname + "_"):
+                    key = "param::" + name_map[pname] + "::" + key[len(pname):]
+                    break
         out[key] = value
     return out
 
@@ -248,7 +251,9 @@ def _optimizer_state_from_structured(state, name_map):
     inverse = {v: k for k, v in name_map.items()}
     out = {}
     for key, value in state.items():
-        if key.startswith("param::"):
+        if key == "master_weights" and isinstance(value, dict):
+            value = {inverse.get(k[len("param::"):], k) if k.startswith("param::") else k: v for k, v in value.items()}
+        elif key.startswith("param::"):
             _, structured, suffix = key.split("::", 2)
             if structured not in inverse:
                 raise UsageError(f"optimizer state has an entry for parameter {structured!r}, which the model does not "
@@ -370,13 +375,25 @@ def _fsync_dir(path):
         pass
 
 
-def save_model_dir(model, directory, extra_json=None):
-    """Saves ``model`` (unwrapped) into ``directory`` atomically."""
+def _save_pretrained(model, directory, state_dict=None):
+    """``model.save_pretrained(directory)``; a given ``state_dict`` (the fp32 weights of an O2 model, see
+    :func:`visualbert.accel.fp32_state_dict`) replaces the weights it wrote."""
+    model.save_pretrained(directory)
+    if state_dict is not None:
+        from .modeling import WEIGHTS_NAME
+
+        path = os.path.join(directory, WEIGHTS_NAME)
+        paddle.save(state_dict, path + ".tmp")
+        os.replace(path + ".tmp", path)
+
+
+def save_model_dir(model, directory, extra_json=None, state_dict=None):
+    """Saves ``model`` (unwrapped) into ``directory`` atomically (``state_dict``: see :func:`_save_pretrained`)."""
     parent = os.path.dirname(os.path.abspath(directory))
     os.makedirs(parent, exist_ok=True)
     tmp = os.path.join(parent, f".tmp-{os.path.basename(directory)}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
+    _save_pretrained(model, tmp, state_dict)
     if extra_json:
         for name, payload in extra_json.items():
             write_json_atomic(os.path.join(tmp, name), payload)
@@ -475,15 +492,21 @@ class Trainer:
         else:
             self.total_steps = self.updates_per_epoch * args.num_train_epochs
         self.num_epochs = math.ceil(self.total_steps / self.updates_per_epoch)
+        # Precision and attention kernels: visualbert.accel (AMP off with a warning on CPU; fused attention
+        # "auto" = on a GPU only).
+        self.amp = accel.AmpConfig.from_args(args)
+        self.fused_attention = accel.resolve_fused_attention(getattr(args, "fused_attention", "auto"))
+        accel.set_fused_attention(model, self.fused_attention)
         self.optimizer, self.scheduler, self.param_names = build_optimizer(
             model, self.total_steps, args.learning_rate, warmup=args.warmup, weight_decay=args.weight_decay,
             adam_epsilon=args.adam_epsilon, adam_beta1=args.adam_beta1, adam_beta2=args.adam_beta2,
             max_grad_norm=args.max_grad_norm, freeze_pooler=getattr(args, "freeze_pooler", False))
-        self.use_amp = bool(getattr(args, "use_amp", False))
-        if self.use_amp and not device_is_gpu():
-            warnings.warn("--use_amp has no effect on CPU (no fp16/bf16 kernels); training in float32")
-            self.use_amp = False
-        self.scaler = paddle.amp.GradScaler(init_loss_scaling=args.scale_loss) if self.use_amp else None
+        self.model, self.optimizer = accel.prepare(model, self.optimizer, self.amp)  # O2: low-precision weights
+        model = self.model
+        self.scaler = accel.grad_scaler(self.amp)  # float16 only
+        if self.amp.enabled:
+            logger.info("AMP %s %s%s", self.amp.level, self.amp.dtype,
+                        f", initial loss scale {self.amp.init_loss_scaling:g}" if self.scaler is not None else "")
         self.state = {"global_step": 0, "epoch": 0, "batch_in_epoch": 0, "best_metric": None, "best_step": None,
                       "metric_for_best": args.metric_for_best, "greater_is_better": args.greater_is_better}
         self.log = JsonlLogger(os.path.join(self.output_dir, METRICS_FILE), enabled=self.is_main)
@@ -507,7 +530,7 @@ class Trainer:
         final = os.path.join(self.output_dir, f"{CHECKPOINT_PREFIX}{step}")
         tmp = os.path.join(self.output_dir, f".tmp-{CHECKPOINT_PREFIX}{step}-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
-        self.model.save_pretrained(tmp)
+        _save_pretrained(self.model, tmp, self._fp32_weights())
         paddle.save(_optimizer_state_to_structured(self.optimizer.state_dict(), self.param_names),
                     os.path.join(tmp, OPTIMIZER_FILE))
         if os.environ.get(_KILL_DURING_SAVE_ENV) == str(step):
@@ -524,6 +547,12 @@ class Trainer:
         logger.info("saved checkpoint %s", final)
         return final
 
+    def _fp32_weights(self):
+        """The weights to save under AMP O2 (fp32 master weights), None otherwise (``save_pretrained`` as is)."""
+        if not (self.amp.enabled and self.amp.level == "O2"):
+            return None
+        return accel.fp32_state_dict(self.model, self.optimizer)
+
     def _rotate_checkpoints(self):
         limit = getattr(self.args, "save_total_limit", 0) or 0
         if limit <= 0:
@@ -536,7 +565,7 @@ class Trainer:
         """Restores model, optimizer, scheduler, RNG and counters from ``step_<N>/``."""
         with open(os.path.join(path, TRAINER_STATE)) as f:
             state = json.load(f)
-        weights = paddle.load(os.path.join(path, "model_state.pdparams"))
+        weights = accel.match_dtypes(paddle.load(os.path.join(path, "model_state.pdparams")), self.model)
         info = self.model.load_weights(weights, source=path)
         if info["missing_keys"] or info["unexpected_keys"]:
             raise UsageError(f"checkpoint {path} does not fit the model: missing {info['missing_keys'][:5]}, "
@@ -570,7 +599,7 @@ class Trainer:
         if self.evaluate_fn is None or not self.is_main:
             return None
         self.model.eval()
-        with paddle.no_grad():
+        with paddle.no_grad(), accel.autocast(self.amp):
             metrics = self.evaluate_fn(self.model)
         self.model.train()
         step = self.state["global_step"]
@@ -583,16 +612,15 @@ class Trainer:
             self.state["best_metric"] = float(metrics[key])
             self.state["best_step"] = step
             save_model_dir(self.model, os.path.join(self.output_dir, "best"),
-                           {"best.json": {"step": step, key: float(metrics[key]), "metrics": metrics}})
+                           {"best.json": {"step": step, key: float(metrics[key]), "metrics": metrics}},
+                           state_dict=self._fp32_weights())
         return metrics
 
     # ------------------------------------------------------------------ training
     def _forward(self, batch):
         kwargs = batch if self.model_kwargs is None else {k: v for k, v in batch.items() if k in self.model_kwargs}
-        if self.use_amp:
-            with paddle.amp.auto_cast(enable=True, level="O1"):
-                return self.wrapped(**kwargs)["loss"]
-        return self.wrapped(**kwargs)["loss"]
+        with accel.autocast(self.amp):
+            return self.wrapped(**kwargs)["loss"]
 
     def train(self):
         """Trains to ``total_steps`` (resuming if asked) and returns the final trainer state."""
@@ -629,21 +657,14 @@ class Trainer:
                     sync = self.wrapped.no_sync()
                 with sync:
                     loss = self._forward(batch)
-                    scaled = loss / group
-                    if self.scaler is not None:
-                        self.scaler.scale(scaled).backward()
-                    else:
-                        scaled.backward()
+                    accel.backward(loss / group, self.scaler)  # scaled by the loss scale for float16 AMP
                 window_loss += float(loss)
                 window_batches += 1
                 batch_index += 1
                 if not last_of_group:
                     continue
-                if self.scaler is not None:
-                    self.scaler.step(self.optimizer)
-                    self.scaler.update()
-                else:
-                    self.optimizer.step()
+                # Unscales (float16 AMP), skips the update on inf/nan, clips (ClipGradByGlobalNorm) and steps.
+                accel.step(self.optimizer, self.scaler)
                 lr = self.scheduler.get_lr()
                 self.scheduler.step()
                 self.model.clear_gradients()  # also parameters outside the optimizer (frozen pooler)
@@ -677,7 +698,8 @@ class Trainer:
         if progress is not None:
             progress.close()
         if self.is_main:
-            save_model_dir(self.model, os.path.join(self.output_dir, "final"), {"trainer_state.json": dict(self.state)})
+            save_model_dir(self.model, os.path.join(self.output_dir, "final"), {"trainer_state.json": dict(self.state)},
+                           state_dict=self._fp32_weights())
         dump = os.environ.get(_DUMP_RANK_WEIGHTS_ENV)
         if dump:
             os.makedirs(dump, exist_ok=True)
