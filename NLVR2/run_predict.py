@@ -4,6 +4,13 @@ split has labels, ``metrics.json`` with ``accuracy`` and ``consistency`` (fracti
 
     python NLVR2/run_predict.py --model_dir runs/nlvr2/best --data_dir data/nlvr2 \
         --features data/detectron_fix_144 --split dev --output_dir runs/nlvr2/dev
+
+With ``--inference_model DIR`` instead of ``--model_dir``, a model exported by ``tools/export_model.py`` runs on
+the ``paddle.inference`` predictor (same files written):
+
+    python tools/export_model.py --model runs/nlvr2/best --out export/nlvr2
+    python NLVR2/run_predict.py --inference_model export/nlvr2 --data_dir data/nlvr2 \
+        --features data/detectron_fix_144 --split dev --output_dir runs/nlvr2/dev
 """
 
 import json
@@ -23,7 +30,7 @@ def main(argv=None):
     NLVR2.add_data_args(parser, train=False)
     args = parser.parse_args(argv)
     NLVR2.check_data_args(args)
-    model = runner.load_trained_model(args.model_dir, VisualBertForVisualReasoning)
+    model = runner.load_prediction_model(args, VisualBertForVisualReasoning)  # --model_dir or --inference_model
     dataset = NLVR2.dataset(args, load_tokenizer_for(args), args.split)
     runner.check_model_fits(model, dataset)
     predictions, metrics = NLVR2.predict(model, dataset, args)

@@ -25,14 +25,17 @@ from visualbert.tasks import VCR, load_tokenizer_for  # noqa: E402
 
 def main(argv=None):
     parser = prediction_parser(__doc__)
-    parser.set_defaults(model_dir=None)
     for action in parser._actions:
         if action.dest == "model_dir":
-            action.required = False
             action.help = "Q->A model directory"
+        elif action.dest == "inference_model":
+            action.help = "not supported for VCR (tools/export_model.py has no multiple-choice head)"
     parser.add_argument("--qar_model_dir", default=None, help="QA->R model directory")
     VCR.add_data_args(parser, train=False)
     args = parser.parse_args(argv)
+    if args.inference_model:
+        raise UsageError("--inference_model is not supported for VCR: tools/export_model.py exports only the VQA2 and "
+                         "NLVR2 heads (no multiple-choice head); give --model_dir (Q->A) and/or --qar_model_dir (QA->R)")
     if not args.model_dir and not args.qar_model_dir:
         raise UsageError("give --model_dir (Q->A) and/or --qar_model_dir (QA->R)")
     VCR.check_data_args(args)

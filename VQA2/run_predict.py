@@ -7,6 +7,13 @@ vocabulary) for any split; for splits with answers also ``metrics.json``: ``vqa_
 
     python VQA2/run_predict.py --model_dir runs/vqa2/best --imdb_dir data/vqa2/imdb \
         --features data/detectron_fix_100 --split test2015 --output_dir runs/vqa2/test2015
+
+With ``--inference_model DIR`` instead of ``--model_dir``, a model exported by ``tools/export_model.py`` runs on
+the ``paddle.inference`` predictor (same files written):
+
+    python tools/export_model.py --model runs/vqa2/best --out export/vqa2
+    python VQA2/run_predict.py --inference_model export/vqa2 --imdb_dir data/vqa2/imdb \
+        --features data/detectron_fix_100 --split test2015 --output_dir runs/vqa2/test2015
 """
 
 import json
@@ -26,7 +33,7 @@ def main(argv=None):
     VQA2.add_data_args(parser, train=False)
     args = parser.parse_args(argv)
     VQA2.check_data_args(args)
-    model = runner.load_trained_model(args.model_dir, VisualBertForQuestionAnswering)
+    model = runner.load_prediction_model(args, VisualBertForQuestionAnswering)  # --model_dir or --inference_model
     dataset = VQA2.dataset(args, load_tokenizer_for(args), args.split)
     runner.check_model_fits(model, dataset, len(dataset.vocab))
     result, metrics = VQA2.predict(model, dataset, args)

@@ -363,3 +363,13 @@ def test_o2_weights_save_as_fp32_master_weights_and_load_back():
     cast = accel.match_dtypes(state, model)  # float32 file -> the O2 model's dtypes
     assert all(cast[k].dtype == model.state_dict()[k].dtype for k in cast)
     model.set_state_dict(cast)
+
+
+def test_scale_loss_reaches_float16_scaler_and_is_flagged_for_bfloat16(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(accel, "on_gpu", lambda: True)  # resolve as on a GPU (nothing is run)
+    amp = accel.AmpConfig.from_args(make_args(tmp_path, ["--use_amp", "--amp_dtype", "float16", "--scale_loss", "512"]))
+    assert (amp.enabled, amp.dtype, amp.init_loss_scaling) == (True, "float16", 512.0)
+    assert accel.AmpConfig.from_args(make_args(tmp_path, ["--use_amp"])).init_loss_scaling == accel.DEFAULT_LOSS_SCALE
+    with caplog.at_level("WARNING"):
+        accel.AmpConfig.from_args(make_args(tmp_path, ["--use_amp", "--amp_dtype", "bfloat16", "--scale_loss", "512"]))
+    assert any("--scale_loss 512 unused" in r.getMessage() for r in caplog.records)

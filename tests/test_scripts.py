@@ -134,6 +134,47 @@ def test_vcr_train_and_predict(synth, tmp_path):
     assert metrics["q2ar"] == pytest.approx((a & r_ok).mean())
 
 
+@pytest.mark.parametrize("task", ["vqa2", "nlvr2"])
+def test_predict_with_exported_model_equals_model_dir(synth, tmp_path, task):
+    """Train briefly, export with tools/export_model.py, predict with --inference_model: the same files as with
+    --model_dir (the same prediction loop, the paddle.inference predictor instead of the dygraph model)."""
+    if task == "vqa2":
+        train, predict = load_script("VQA2/run_vqa2.py"), load_script("VQA2/run_predict.py")
+        train_data, data = vqa_args(synth), vqa_args(synth)[:4]
+        split, pred_file, extra = "val", "result.json", []
+    else:
+        train, predict = load_script("NLVR2/run_nlvr2.py"), load_script("NLVR2/run_predict.py")
+        train_data = data = nlvr2_args(synth)
+        split, pred_file, extra = "dev", "predictions.csv", ["--text_only"]  # the mask must reach the predictor too
+    run = str(tmp_path / "run")
+    assert train(train_data + TINY + ["--output_dir", run, "--max_steps", "2", "--no_eval"] + extra) == 0
+    final, exported = os.path.join(run, "final"), str(tmp_path / "export")
+    assert load_script("tools/export_model.py")(["--model", final, "--out", exported]) == 0
+    written = {}
+    for flag, path in (("--model_dir", final), ("--inference_model", exported)):
+        out = tmp_path / flag.strip("-")
+        assert predict(data + [flag, path, "--split", split, "--output_dir", str(out), "--batch_size", "5"] + extra) == 0
+        with open(out / pred_file, "rb") as f, open(out / "metrics.json") as g:
+            written[flag] = (f.read(), json.load(g))
+    assert written["--inference_model"][0] == written["--model_dir"][0]  # predictions: byte for byte
+    assert written["--inference_model"][1] == written["--model_dir"][1]  # metrics.json
+    assert written["--model_dir"][1]["split"] == split
+
+    out = ["--split", split, "--output_dir", str(tmp_path / "x")]
+    with pytest.raises(UsageError, match="give --model_dir .* or --inference_model"):
+        predict(data + out)
+    with pytest.raises(UsageError, match="not both"):
+        predict(data + ["--model_dir", final, "--inference_model", exported] + out)
+    with pytest.raises(UsageError, match="has no export.json"):
+        predict(data + ["--inference_model", final] + out)
+    if task == "nlvr2":
+        with pytest.raises(UsageError, match="exported VisualBertForVisualReasoning, this script needs a "
+                                             "VisualBertForQuestionAnswering"):
+            load_script("VQA2/run_predict.py")(vqa_args(synth)[:4] + ["--inference_model", exported] + out)
+        with pytest.raises(UsageError, match="not supported for VCR"):
+            load_script("VCR/run_predict.py")(vcr_args(synth) + ["--inference_model", exported] + out)
+
+
 @pytest.mark.parametrize("dataset", ["coco_captions", "vqa2", "nlvr2"])
 def test_pretrain(synth, tmp_path, dataset):
     data = {"coco_captions": (f"{synth}/coco/annotations", f"{synth}/detectron_fix_100"),

@@ -48,6 +48,7 @@ logger = logging.getLogger(__name__)
 AMP_LEVELS = ("O1", "O2")
 AMP_DTYPES = ("float16", "bfloat16")
 FUSED_CHOICES = ("auto", "on", "off")
+DEFAULT_LOSS_SCALE = 2.0 ** 15
 
 
 @dataclass
@@ -55,14 +56,19 @@ class AmpConfig:
     enabled: bool = False
     level: str = "O1"
     dtype: str = "bfloat16"
-    init_loss_scaling: float = 2.0 ** 15
+    init_loss_scaling: float = DEFAULT_LOSS_SCALE
 
     @classmethod
     def from_args(cls, args):
         """From the flags of :func:`add_accel_arguments`, resolved for the current device."""
-        return resolve_amp(cls(enabled=bool(getattr(args, "use_amp", False)), level=getattr(args, "amp_level", "O1"),
-                               dtype=getattr(args, "amp_dtype", "bfloat16"),
-                               init_loss_scaling=float(getattr(args, "scale_loss", 2.0 ** 15))))
+        scale = getattr(args, "scale_loss", None)
+        amp = resolve_amp(cls(enabled=bool(getattr(args, "use_amp", False)), level=getattr(args, "amp_level", "O1"),
+                              dtype=getattr(args, "amp_dtype", "bfloat16"),
+                              init_loss_scaling=DEFAULT_LOSS_SCALE if scale is None else float(scale)))
+        if amp.enabled and amp.dtype != "float16" and scale is not None:
+            logger.warning("--scale_loss %g unused: %s AMP needs no loss scaling (pass --amp_dtype float16 for it)",
+                           float(scale), amp.dtype)
+        return amp
 
 
 def add_accel_arguments(parser):
@@ -75,8 +81,9 @@ def add_accel_arguments(parser):
                        help="O1: low-precision white-listed ops; O2: low-precision weights + fp32 master weights")
     group.add_argument("--amp_dtype", choices=AMP_DTYPES, default="bfloat16",
                        help="bfloat16 (Ampere+, no loss scaling) or float16 (dynamic loss scaling)")
-    group.add_argument("--scale_loss", type=float, default=2.0 ** 15,
-                       help="initial (dynamic) loss scale of float16 AMP; unused for bfloat16 and float32")
+    group.add_argument("--scale_loss", type=float, default=None,
+                       help=f"initial (dynamic) loss scale of float16 AMP (default {DEFAULT_LOSS_SCALE:g}); unused "
+                            "for bfloat16 and float32")
     group.add_argument("--fused_attention", choices=FUSED_CHOICES, default="auto",
                        help="scaled_dot_product_attention kernels: auto = on GPU only")
     return parser

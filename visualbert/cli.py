@@ -122,8 +122,14 @@ def training_parser(description, **defaults):
 
 
 def prediction_parser(description):
+    """Arguments of the predict scripts; the model is ``--model_dir`` or ``--inference_model`` (exactly one, checked
+    by :func:`visualbert.runner.load_prediction_model`)."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--model_dir", required=True, help="a trained model directory (a run's best/ or final/, or step_<N>/)")
+    parser.add_argument("--model_dir", default=None,
+                        help="a trained model directory (a run's best/ or final/, or step_<N>/); or --inference_model")
+    parser.add_argument("--inference_model", default=None,
+                        help="instead of --model_dir: a model exported by tools/export_model.py (a paddle.inference "
+                             "predictor on CPU; VQA2 and NLVR2 heads)")
     parser.add_argument("--output_dir", required=True, help="where predictions and metrics.json are written")
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--vocab_file", default=None)

@@ -3,6 +3,8 @@
 import logging
 import os
 
+import numpy as np
+
 from . import cli
 from .engine import Trainer, UsageError, init_distributed, set_seed, setup_logging, write_args_json
 from .tasks import MODEL_INPUTS, batch_transform, collator_for, load_tokenizer_for, visual_width
@@ -63,6 +65,63 @@ def load_trained_model(model_dir, model_class):
         raise UsageError(f"--model_dir {model_dir!r} holds a {arch}, this script needs a {model_class.__name__}")
     model = model_class.from_pretrained(model_dir)
     model.eval()
+    return model
+
+
+class ExportedModel:
+    """A model exported by ``tools/export_model.py`` behind the dygraph model's prediction interface, so that one
+    prediction loop (:func:`visualbert.tasks.run_inference`) serves both: ``model(**batch)`` takes the tensors of a
+    collated batch (converted to numpy for the :class:`~visualbert.inference.Predictor`) and returns
+    ``{"logits": numpy array}`` (no loss: the exported program takes no labels).
+
+    Attributes: ``config`` (:class:`VisualBertConfig` from ``export.json``), ``architecture``.
+    """
+
+    LABEL_KEYS = ("labels", "sentence_image_labels")
+
+    def __init__(self, model_dir, threads=None, use_mkldnn=False):
+        from .configuration import VisualBertConfig
+        from .inference import EXPORT_META, FEED_NAMES, Predictor
+
+        cli.require_path(model_dir, "--inference_model", "dir")
+        if not os.path.isfile(os.path.join(model_dir, EXPORT_META)):
+            raise UsageError(f"--inference_model {model_dir!r} has no {EXPORT_META} (export a trained model with "
+                             "tools/export_model.py; a training run's best/ or final/ goes to --model_dir)")
+        self.predictor = Predictor(model_dir, threads=threads, use_mkldnn=use_mkldnn)
+        meta = self.predictor.meta
+        self.architecture = meta.get("architecture")
+        self.config = VisualBertConfig.from_dict(meta["config"])
+        self.feed_names = tuple(meta.get("feed_names") or FEED_NAMES)
+        self.model_dir = model_dir
+
+    def eval(self):
+        return self
+
+    def __call__(self, **inputs):
+        ignored = sorted(k for k in inputs if k not in self.feed_names and k not in self.LABEL_KEYS)
+        if ignored:
+            raise UsageError(f"the exported model {self.model_dir!r} takes {', '.join(self.feed_names)}; the batch also "
+                             f"has {', '.join(ignored)}, which it would ignore (predict with --model_dir instead)")
+        feed = {k: v.numpy() if hasattr(v, "numpy") else np.asarray(v) for k, v in inputs.items() if k in self.feed_names}
+        return {"logits": self.predictor.run(feed)["logits"]}
+
+
+def load_prediction_model(args, model_class):
+    """The model to predict with: ``--model_dir`` (dygraph, :func:`load_trained_model`) or ``--inference_model``
+    (an :class:`ExportedModel`); exactly one must be given."""
+    model_dir, exported = getattr(args, "model_dir", None), getattr(args, "inference_model", None)
+    if model_dir and exported:
+        raise UsageError("give either --model_dir (a trained model directory) or --inference_model (a model exported by "
+                         "tools/export_model.py), not both")
+    if not model_dir and not exported:
+        raise UsageError("give --model_dir (a trained model directory) or --inference_model (a model exported by "
+                         "tools/export_model.py)")
+    if model_dir:
+        return load_trained_model(model_dir, model_class)
+    model = ExportedModel(exported)
+    if model.architecture != model_class.__name__:
+        raise UsageError(f"--inference_model {exported!r} holds an exported {model.architecture}, this script needs a "
+                         f"{model_class.__name__}")
     return model
 
 

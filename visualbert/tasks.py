@@ -43,8 +43,15 @@ def visual_width(dataset):
     return int(np.asarray(dataset[0]["visual_embeds"]).shape[-1])
 
 
+def _numpy(value):
+    return value if isinstance(value, np.ndarray) else value.numpy()
+
+
 def run_inference(model, dataset, batch_size, text_only=False, num_workers=0, collate_fn=None, outputs=("logits",)):
-    """Runs the model over ``dataset`` in order.
+    """Runs the model over ``dataset`` in order: the one evaluation / prediction loop.
+
+    ``model`` is a dygraph model or a :class:`visualbert.runner.ExportedModel` (an exported model behind the same
+    call: tensors of the batch in, numpy ``logits`` out, no loss).
 
     Returns:
         tuple: (dict output name → numpy array concatenated over batches, dict metadata key → list, mean loss or None)
@@ -60,7 +67,7 @@ def run_inference(model, dataset, batch_size, text_only=False, num_workers=0, co
                 batch = mask_regions(batch)
             out = model(**{k: v for k, v in batch.items() if k in MODEL_INPUTS})
             for name in outputs:
-                results[name].append(out[name].numpy())
+                results[name].append(_numpy(out[name]))
             if "loss" in out:
                 losses.append(float(out["loss"]))
                 weights.append(batch["input_ids"].shape[0])
