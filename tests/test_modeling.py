@@ -234,8 +234,8 @@ def test_multiple_choice_shared_regions_equal_repeated_regions():
 
 
 def test_vqa_reads_the_mask_token_before_the_last_sep():
-    """The answer logits depend on the hidden state at sum(mask)-2, so swapping in a model whose other
-    positions differ changes nothing: check by equality with a manual gather of the backbone output."""
+    """The classifier reads the backbone's hidden state at sum(mask)-2, the [MASK] token of the right-padded
+    "[CLS] q ? [MASK] [SEP]" (an index check; the values themselves are compared with HF elsewhere)."""
     config = tiny_config(num_labels=5)
     paddle.seed(4)
     model = VisualBertForQuestionAnswering(config)

@@ -217,12 +217,18 @@ def prepare_output_dir(args):
 
 
 def finalize_task_defaults(args, metric, greater_is_better):
+    """Fills ``--metric_for_best`` / ``--greater_is_better`` from the task's defaults. For another metric the
+    direction is guessed from its name (losses and errors are minimised) unless given explicitly."""
     if args.no_eval:
         args.metric_for_best = None
     elif args.metric_for_best is None:
         args.metric_for_best = metric
     if args.greater_is_better is None:
-        args.greater_is_better = greater_is_better if args.metric_for_best == metric else True
+        if args.metric_for_best == metric:
+            args.greater_is_better = greater_is_better
+        else:
+            name = (args.metric_for_best or "").lower()
+            args.greater_is_better = not any(word in name for word in ("loss", "error", "perplexity"))
 
 
 # ------------------------------------------------------------------------------------------ models
