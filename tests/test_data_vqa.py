@@ -140,6 +140,51 @@ def test_mlm_task(synth, tok):
     assert tok.convert_ids_to_tokens([int(s["input_ids"][-1])]) == ["[SEP]"]
 
 
+def _unmasked(s):
+    return np.where(s["labels"] != IGNORE_INDEX, s["labels"], s["input_ids"]).tolist()
+
+
+def test_mlm_task_text_is_question_answer(synth, tok):
+    """Original VisualBERT VQA task pretraining: MLM over ``[CLS] question ? answer [SEP]``."""
+    ds = _ds(synth, tok, task="mlm")
+    for i in range(len(ds)):
+        s, entry = ds[i], ds.entries[i]
+        text = _unmasked(s)
+        q = tok.convert_tokens_to_ids(tok.tokenize(" ".join(entry["question_tokens"])))
+        qmark = tok.convert_tokens_to_ids(["?"])
+        cls, sep = tok.convert_tokens_to_ids(["[CLS]", "[SEP]"])
+        assert text[0] == cls and text[-1] == sep and text[1:1 + len(q) + 1] == q + qmark
+        answer_ids = text[2 + len(q):-1]
+        assert answer_ids, "the answer's wordpieces follow the question mark"
+        matches = [a for a in entry["valid_answers"] if tok.convert_tokens_to_ids(tok.tokenize(a)) == answer_ids]
+        assert matches, (tok.convert_ids_to_tokens(answer_ids), entry["valid_answers"])
+        assert (s["labels"][[0, -1]] == IGNORE_INDEX).all()
+    # deterministic per (seed, epoch, index); another epoch may draw other answers / masks
+    np.testing.assert_array_equal(ds[0]["input_ids"], _ds(synth, tok, task="mlm")[0]["input_ids"])
+
+
+def test_mlm_answer_drawn_from_valid_answers(tmp_path, synth, tok):
+    e = {"image_name": "COCO_train2014_000000000001", "image_id": 1, "question_id": 5,
+         "question_str": "What color is it?", "answers": ["zebra"] * 10, "valid_answers": ["red", "blue"]}
+    path = _imdb(tmp_path / "imdb_mlm.npy", [e])
+    ds = VQA2Dataset(path, os.path.join(synth, "detectron_fix_100"), tok, feature_dim=64, task="mlm")
+    drawn = set()
+    for epoch in range(30):
+        ds.set_epoch(epoch)
+        text = tok.convert_ids_to_tokens(_unmasked(ds[0]))
+        assert text[:7] == ["[CLS]", "what", "color", "is", "it", "?", text[6]] and text[-1] == "[SEP]"
+        assert len(text) == 8 and text[6] in ("red", "blue")
+        drawn.add(text[6])
+    assert drawn == {"red", "blue"}
+
+
+def test_mlm_without_answers_is_question_only(synth, tok):
+    ds = _ds(synth, tok, split="test2015", task="mlm")
+    for i in range(len(ds)):
+        text = tok.convert_ids_to_tokens(_unmasked(ds[i]))
+        assert text[-2:] == ["?", "[SEP]"]
+
+
 def test_imdb_without_header(tmp_path, synth, tok):
     e = {"image_name": "COCO_train2014_000000000001", "image_id": 1, "question_id": 5, "question_str": "x?"}
     path = _imdb(tmp_path / "imdb_noheader.npy", [e, e], header=False)

@@ -98,6 +98,17 @@ def question_text(entry):
     return text.strip().rstrip("?").strip()
 
 
+def valid_answers(entry):
+    """list[str]: answers to sample from for VQA task pretraining (``valid_answers``, else ``answers``, else
+    ``all_answers``; empty strings dropped); empty when the entry has none (test2015)."""
+    for key in ("valid_answers", "answers", "all_answers"):
+        if key in entry and entry[key] is not None:
+            answers = [str(a) for a in entry[key] if str(a).strip()]
+            if answers:
+                return answers
+    return []
+
+
 def answer_list(entry):
     """list[str] or None: answers to score (``answers``, else ``valid_answers``, else ``all_answers``)."""
     for key in ("answers", "valid_answers", "all_answers"):
@@ -118,8 +129,12 @@ class VQA2Dataset:
         metadata ``question_id`` int, ``image_id`` int, ``image_name`` str, ``answers`` list[str] (raw, for the
         official metric; absent on test).
 
-    Sample (``task="mlm"``, VQA task pretraining): text ``[CLS] question ? [SEP]`` with MLM corruption and
-    ``labels`` int64 [T] (``IGNORE_INDEX`` where not a target); redrawn each epoch (:meth:`set_epoch`).
+    Sample (``task="mlm"``, VQA task pretraining as in the original VisualBERT): text
+    ``[CLS] question ? answer [SEP]`` where ``answer`` is drawn uniformly from the example's valid answers
+    (:func:`valid_answers`; question only when it has none, e.g. test2015), then MLM corruption (15%, 80/10/10)
+    over the text wordpieces (question, ``?`` and answer; never [CLS]/[SEP] or regions) and ``labels`` int64 [T]
+    (``IGNORE_INDEX`` where not a target). The answer and the masks come from the per-(seed, epoch, index)
+    generator, so they are redrawn each epoch (:meth:`set_epoch`). Only the question is truncated.
 
     Args:
         imdb (str or list[str]): imdb file(s); see :func:`imdb_files` to resolve split names.
@@ -188,8 +203,13 @@ class VQA2Dataset:
             enc = self.text.build(words, a_suffix=self._suffix + [self.text.mask_id])
             sample["input_ids"] = enc["input_ids"]
         else:
-            enc = self.text.build(words, a_suffix=self._suffix)
             rng = example_rng(self.seed, self.epoch, index)
+            suffix = list(self._suffix)
+            choices = valid_answers(entry)
+            if choices:
+                answer = self.text.wordpieces(choices[int(rng.integers(len(choices)))])
+                suffix += answer[: max(0, self.text.max_seq_length - 2 - len(suffix))]
+            enc = self.text.build(words, a_suffix=suffix)
             sample["input_ids"], sample["labels"] = self.text.mask(enc["input_ids"], enc["special_mask"], rng, self.mask_prob)
         sample["token_type_ids"] = enc["token_type_ids"]
         sample["visual_embeds"] = visual
