@@ -64,9 +64,20 @@ def test_random_tokens_are_not_special(tok):
     assert not np.isin(c, [0, 100, 101, 102, 103]).any() and len(c) > 29000
 
 
+def _norm(tok, text):
+    return " ".join(tok.tokenize(text))
+
+
 def test_coco_pairs_and_masking(synth, tok):
     ds = _coco(synth, tok, check_features=True)
     assert len(ds) == 9 * 5
+    # ground truth from the generated captions JSON itself: caption id / caption text -> image id
+    anns = json.load(open(os.path.join(synth, "coco", "annotations", "captions_train2014.json")))["annotations"]
+    image_of_id = {a["id"]: a["image_id"] for a in anns}
+    images_of_text = {}
+    for a in anns:
+        images_of_text.setdefault(_norm(tok, a["caption"]), set()).add(a["image_id"])
+    assert all(len(v) == 1 for v in images_of_text.values())  # no caption text shared across images
     same = 0
     n_draws = 0
     for epoch in range(6):
@@ -79,16 +90,38 @@ def test_coco_pairs_and_masking(synth, tok):
             assert (s["token_type_ids"][: seps[0] + 1] == 0).all() and (s["token_type_ids"][seps[0] + 1:] == 1).all()
             assert (s["labels"][[0] + seps] == IGNORE_INDEX).all()  # special tokens never targets
             assert s["labels"].shape == s["input_ids"].shape
-            # the label says whether caption B belongs to A's image: recover B from the un-masked text
+            # recover A and B from the un-masked text; the label says whether they come from the same image
             restored = np.where(s["labels"] != IGNORE_INDEX, s["labels"], s["input_ids"])
+            a_text = tok.convert_tokens_to_string(tok.convert_ids_to_tokens(restored[1: seps[0]].tolist()))
             b_text = tok.convert_tokens_to_string(tok.convert_ids_to_tokens(restored[seps[0] + 1: seps[1]].tolist()))
-            own = {c for j, c in zip(ds.image_ids, ds.captions) if j == s["image_id"]}
-            own = {" ".join(tok.tokenize(c)) for c in own}
-            belongs = " ".join(tok.tokenize(b_text)) in own
-            assert belongs == (int(s["sentence_image_labels"]) == SENTENCE_IMAGE_MATCH)
-            same += int(s["sentence_image_labels"]) == SENTENCE_IMAGE_MATCH
+            (a_image,) = images_of_text[_norm(tok, a_text)]
+            (b_image,) = images_of_text[_norm(tok, b_text)]
+            assert a_image == image_of_id[s["caption_id"]] == s["image_id"]
+            label = int(s["sentence_image_labels"])
+            assert label == (1 if a_image == b_image else 0)  # 1 = same image, hard-coded
+            same += label
             n_draws += 1
     assert same / n_draws == pytest.approx(0.5, abs=0.07)
+
+
+def test_coco_single_caption_image_never_paired_with_itself(tmp_path, synth, tok):
+    src = json.load(open(os.path.join(synth, "coco", "annotations", "captions_train2014.json")))
+    first, second = src["images"][:2]
+    anns = [{"id": 1, "image_id": first["id"], "caption": "a lonely red cube"},
+            {"id": 2, "image_id": second["id"], "caption": "two blue spheres"},
+            {"id": 3, "image_id": second["id"], "caption": "blue spheres on a table"}]
+    path = tmp_path / "captions_train2014.json"
+    path.write_text(json.dumps(dict(src, images=[first, second], annotations=anns)))
+    ds = CocoCaptionsPretrainDataset(str(path), os.path.join(synth, "detectron_fix_100"), tok, same_image_prob=1.0,
+                                     mask_prob=0.0)
+    for epoch in range(5):
+        ds.set_epoch(epoch)
+        s = ds[0]
+        b = tok.convert_tokens_to_string(tok.convert_ids_to_tokens(s["input_ids"].tolist())).split("[SEP]")[1].strip()
+        assert b in ("two blue spheres", "blue spheres on a table") and int(s["sentence_image_labels"]) == 0
+        s = ds[1]  # the other image has two captions: the same-image draw picks the other one
+        b = tok.convert_tokens_to_string(tok.convert_ids_to_tokens(s["input_ids"].tolist())).split("[SEP]")[1].strip()
+        assert b == "blue spheres on a table" and int(s["sentence_image_labels"]) == 1
 
 
 def test_coco_redrawn_each_epoch_and_deterministic(synth, tok):

@@ -55,7 +55,8 @@ class CocoCaptionsPretrainDataset:
 
     Example ``i`` is caption A = the i-th annotation. Each epoch (:meth:`set_epoch`), with probability
     ``same_image_prob`` caption B is another caption of the same image (``sentence_image_labels`` = 1),
-    else a caption of a random other image (0). Text ``[CLS] A [SEP] B [SEP]`` with types 0/1, longest-first
+    else a caption of a random other image (0). A caption is never paired with itself: when its image has no
+    other caption, the draw falls back to a random other image's caption (label 0). Text ``[CLS] A [SEP] B [SEP]`` with types 0/1, longest-first
     truncation to ``max_seq_length``; MLM 15% (80/10/10) over wordpieces only. Visual: the image of A, types 0.
 
     Sample: ``input_ids``, ``token_type_ids``, ``labels`` int64 [T]; ``visual_embeds`` float32 [R, D];
@@ -113,12 +114,16 @@ class CocoCaptionsPretrainDataset:
         return len(self.captions)
 
     def draw_pair(self, index, rng):
-        """tuple[int, int]: (index of caption B, sentence-image label) for caption A = ``index``."""
+        """tuple[int, int]: (index of caption B, sentence-image label) for caption A = ``index``.
+
+        Same image with probability ``same_image_prob`` (another caption, label 1); otherwise, or when the image
+        has no other caption, a caption of a different image (label 0). B is never A itself.
+        """
         image_id = int(self.image_ids[index])
         if rng.random() < self.same_image_prob:
             others = [j for j in self.by_image[image_id] if j != index]
-            j = others[rng.integers(len(others))] if others else index
-            return j, SENTENCE_IMAGE_MATCH
+            if others:  # else: no other caption of this image -> a different image's caption, label 0
+                return others[int(rng.integers(len(others)))], SENTENCE_IMAGE_MATCH
         while True:  # a caption of another image (terminates: at least two images)
             j = int(rng.integers(len(self.captions)))
             if self.image_ids[j] != image_id:
