@@ -154,3 +154,47 @@ def test_bad_coco_files(tmp_path, synth, tok):
     bad.write_text(json.dumps({"images": [], "annotations": [], "info": {}, "licenses": []}))
     with pytest.raises(DataFormatError, match="empty split"):
         CocoCaptionsPretrainDataset(str(bad), feats, tok)
+
+
+class _FakePretrainModel:
+    """Token logits [x, 0] over a 2-word vocabulary with x = the token id (label 0: loss softplus(-x));
+    sentence-image logits [0, 0] (loss log 2 per example)."""
+
+    def eval(self):
+        return self
+
+    def __call__(self, input_ids, labels=None, sentence_image_labels=None, visual_embeds=None, **_):
+        import paddle
+
+        B, T = input_ids.shape
+        L = labels.shape[1]
+        x = paddle.concat([input_ids.astype("float32"), paddle.zeros([B, L - T], "float32")], axis=1)
+        logits = paddle.stack([x, paddle.zeros_like(x)], axis=-1)
+        return {"loss": paddle.to_tensor(123.0), "prediction_logits": logits,
+                "seq_relationship_logits": paddle.zeros([B, 2], "float32")}
+
+
+def test_pretrain_evaluate_weights_mlm_loss_by_predicted_tokens():
+    from types import SimpleNamespace
+
+    from visualbert.tasks import Pretrain
+
+    def example(ids, targets, sent):
+        ids = np.array(ids, dtype=np.int64)
+        labels = np.full(len(ids), IGNORE_INDEX, dtype=np.int64)
+        labels[targets] = 0
+        return {"input_ids": ids, "token_type_ids": np.zeros_like(ids), "labels": labels,
+                "visual_embeds": np.zeros((1, 4), np.float32), "visual_token_type_ids": np.zeros(1, np.int64),
+                "sentence_image_labels": np.array(sent, dtype=np.int64)}
+
+    # example 0: one target with x = 1; example 1: three targets with x = 3 (one batch each)
+    data = [example([7, 1, 7], [1], 1), example([7, 3, 3, 3, 7], [1, 2, 3], 0)]
+    args = SimpleNamespace(eval_batch_size=1, text_only=False, num_workers=0)
+    m = Pretrain.evaluate(_FakePretrainModel(), data, args)
+    softplus = lambda v: float(np.log1p(np.exp(v)))  # noqa: E731
+    mlm = (softplus(-1) + 3 * softplus(-3)) / 4  # per token, not (softplus(-1) + softplus(-3)) / 2
+    assert m["mlm_loss"] == pytest.approx(mlm, rel=1e-6)
+    assert m["mlm_accuracy"] == 1.0  # x > 0: class 0 predicted everywhere
+    assert m["sentence_image_loss"] == pytest.approx(np.log(2), rel=1e-6)
+    assert m["sentence_image_accuracy"] == 0.5  # argmax of [0, 0] is 0: right for the second example only
+    assert m["loss"] == pytest.approx(mlm + np.log(2), rel=1e-6)

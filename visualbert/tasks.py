@@ -13,6 +13,7 @@ import numpy as np
 import paddle
 
 from .cli import require_path
+from .constants import IGNORE_INDEX
 from .data import Collator
 from .engine import UsageError, eval_batches
 from .metrics import (nlvr2_metrics, vcr_metrics, vqa_official_accuracy, vqa_predict, vqa_soft_accuracy,
@@ -47,14 +48,22 @@ def _numpy(value):
     return value if isinstance(value, np.ndarray) else value.numpy()
 
 
-def run_inference(model, dataset, batch_size, text_only=False, num_workers=0, collate_fn=None, outputs=("logits",)):
+def run_inference(model, dataset, batch_size, text_only=False, num_workers=0, collate_fn=None, outputs=("logits",),
+                  on_batch=None, collect_meta=True):
     """Runs the model over ``dataset`` in order: the one evaluation / prediction loop.
 
     ``model`` is a dygraph model or a :class:`visualbert.runner.ExportedModel` (an exported model behind the same
     call: tensors of the batch in, numpy ``logits`` out, no loss).
 
+    Args:
+        outputs (tuple[str]): model outputs kept (concatenated over batches).
+        on_batch (callable, optional): ``on_batch(batch, out)`` after each forward, for reductions that must not
+            keep whole outputs (e.g. the pretraining MLM logits).
+        collect_meta (bool): keep the labels and metadata of every example.
+
     Returns:
-        tuple: (dict output name → numpy array concatenated over batches, dict metadata key → list, mean loss or None)
+        tuple: (dict output name → numpy array concatenated over batches, dict metadata key → list, mean loss over
+        examples or None)
     """
     collate_fn = collate_fn or Collator()
     model.eval()
@@ -68,10 +77,14 @@ def run_inference(model, dataset, batch_size, text_only=False, num_workers=0, co
             out = model(**{k: v for k, v in batch.items() if k in MODEL_INPUTS})
             for name in outputs:
                 results[name].append(_numpy(out[name]))
-            if "loss" in out:
+            if on_batch is not None:
+                on_batch(batch, out)
+            if "loss" in out and out["loss"] is not None:
                 losses.append(float(out["loss"]))
                 weights.append(batch["input_ids"].shape[0])
             for key, value in batch.items():
+                if not collect_meta:
+                    break
                 if key in ("labels", "sentence_image_labels"):
                     meta[key].append(value.numpy())
                 elif key not in MODEL_INPUTS:
@@ -390,30 +403,44 @@ class Pretrain:
 
     @staticmethod
     def evaluate(model, dataset, args):
-        collate = Collator()
-        model.eval()
-        total_loss, n, mlm_ok, mlm_n, sent_ok, sent_n = 0.0, 0, 0, 0, 0, 0
-        with paddle.no_grad():
-            for batch in eval_batches(dataset, collate, args.eval_batch_size, args.num_workers):
-                if args.text_only:
-                    batch = mask_regions(batch)
-                out = model(**{k: v for k, v in batch.items() if k in MODEL_INPUTS})
-                b = batch["input_ids"].shape[0]
-                total_loss += float(out["loss"]) * b
-                n += b
-                labels = batch["labels"].numpy()
-                keep = labels != -100
-                if keep.any():
-                    pred = out["prediction_logits"].numpy().argmax(-1)
-                    mlm_ok += int((pred[keep] == labels[keep]).sum())
-                    mlm_n += int(keep.sum())
-                if "sentence_image_labels" in batch:
-                    pred = out["seq_relationship_logits"].numpy().argmax(-1)
-                    sent_ok += int((pred == batch["sentence_image_labels"].numpy()).sum())
-                    sent_n += b
-        metrics = {"loss": total_loss / max(n, 1), "mlm_accuracy": mlm_ok / mlm_n if mlm_n else None}
-        if sent_n:
-            metrics["sentence_image_accuracy"] = sent_ok / sent_n
+        """Pretraining metrics over ``dataset``.
+
+        Returns:
+            dict: ``mlm_loss`` (mean cross-entropy over all predicted tokens of the split, i.e. batch sums divided by
+            the total number of non-``IGNORE_INDEX`` labels), ``mlm_accuracy``, and when the dataset has
+            sentence-image labels ``sentence_image_loss`` (mean over examples) and ``sentence_image_accuracy``;
+            ``loss`` = ``mlm_loss`` + ``sentence_image_loss`` (the training objective's two means).
+        """
+        import paddle.nn.functional as F
+
+        acc = collections.Counter()
+
+        def reduce(batch, out):
+            labels = batch["labels"].reshape([-1])
+            keep = labels != IGNORE_INDEX
+            n = int(keep.astype("int64").sum())
+            if n:
+                logits = out["prediction_logits"].reshape([labels.shape[0], -1])
+                token_losses = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="none").reshape([-1])
+                acc["mlm_loss"] += float((token_losses * keep.astype(token_losses.dtype)).sum())
+                acc["mlm_ok"] += int(((logits.argmax(-1) == labels) & keep).astype("int64").sum())
+                acc["mlm_n"] += n
+            if "sentence_image_labels" in batch:
+                target = batch["sentence_image_labels"].reshape([-1])
+                logits = out["seq_relationship_logits"]
+                acc["sent_loss"] += float(F.cross_entropy(logits, target, reduction="sum"))
+                acc["sent_ok"] += int((logits.argmax(-1) == target).astype("int64").sum())
+                acc["sent_n"] += int(target.shape[0])
+
+        run_inference(model, dataset, args.eval_batch_size, args.text_only, args.num_workers, outputs=(),
+                      on_batch=reduce, collect_meta=False)
+        metrics = {"mlm_loss": acc["mlm_loss"] / acc["mlm_n"] if acc["mlm_n"] else None,
+                   "mlm_accuracy": acc["mlm_ok"] / acc["mlm_n"] if acc["mlm_n"] else None}
+        if acc["sent_n"]:
+            metrics["sentence_image_loss"] = acc["sent_loss"] / acc["sent_n"]
+            metrics["sentence_image_accuracy"] = acc["sent_ok"] / acc["sent_n"]
+        parts = [metrics[k] for k in ("mlm_loss", "sentence_image_loss") if metrics.get(k) is not None]
+        metrics["loss"] = float(sum(parts)) if parts else None
         return metrics
 
 
