@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from visualbert import runner  # noqa: E402
 from visualbert.cli import main_wrapper, prediction_parser  # noqa: E402
 from visualbert.engine import UsageError  # noqa: E402
-from visualbert.metrics import vcr_metrics, write_json_atomic  # noqa: E402
+from visualbert.metrics import vcr_metrics, write_json_atomic, write_text_atomic  # noqa: E402
 from visualbert.modeling import VisualBertForMultipleChoice  # noqa: E402
 from visualbert.tasks import VCR, load_tokenizer_for  # noqa: E402
 
@@ -52,11 +52,8 @@ def main(argv=None):
         for i, annot in enumerate(ids):
             rows.setdefault(annot, {"annot_id": annot})[f"{key}_probs"] = [float(p) for p in probs[i]]
     os.makedirs(args.output_dir, exist_ok=True)
-    tmp = os.path.join(args.output_dir, "predictions.jsonl.tmp")
-    with open(tmp, "w") as f:
-        for row in rows.values():
-            f.write(json.dumps(row) + "\n")
-    os.replace(tmp, os.path.join(args.output_dir, "predictions.jsonl"))
+    lines = "".join(json.dumps(row) + "\n" for row in rows.values())
+    write_text_atomic(os.path.join(args.output_dir, "predictions.jsonl"), lines)
     have_labels = all(p[1] is not None for p in parts.values())
     if have_labels:
         a = parts.get("answer", (None, None))

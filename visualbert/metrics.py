@@ -88,6 +88,13 @@ def _atomic_write_text(path, text):
         raise
 
 
+def write_text_atomic(path, text):
+    """Writes ``text`` (str, UTF-8) to ``path`` atomically: temporary file in the same directory, fsync,
+    ``os.replace``. Readers see the old content or the new one, never a partial file; parent directories are
+    created; on error the temporary file is removed and ``path`` is untouched."""
+    _atomic_write_text(path, text)
+
+
 def _json_default(obj):
     if isinstance(obj, np.generic):
         return obj.item()

@@ -333,10 +333,18 @@ class VCR:
 
     @staticmethod
     def evaluate(model, dataset, args):
+        """``accuracy`` (= ``q2a`` or ``qa2r`` of :func:`visualbert.metrics.vcr_metrics` for the dataset's mode;
+        None without labels) and ``loss``."""
         arrays, meta, loss = run_inference(model, dataset, args.eval_batch_size, args.text_only, args.num_workers)
         labels = meta.get("labels")
-        acc = float((arrays["logits"].argmax(-1) == labels).mean()) if labels is not None else None
-        return {"accuracy": acc, "loss": loss}
+        if labels is None:
+            return {"accuracy": None, "loss": loss}
+        if dataset.mode == "qa":
+            metrics = vcr_metrics(arrays["logits"], labels)
+        else:
+            metrics = vcr_metrics(rationale_preds=arrays["logits"], rationale_labels=labels)
+        (acc,) = metrics.values()
+        return dict(metrics, accuracy=acc, loss=loss)
 
     @staticmethod
     def probabilities(model, dataset, args):
