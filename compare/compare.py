@@ -17,7 +17,6 @@ labels so that the losses are compared too. A JSON report (max and mean |Δ| per
 """
 
 import argparse
-import json
 import logging
 import os
 import subprocess

@@ -1,7 +1,6 @@
 """VCR Q->A / QA->R with object references turned into image_text_alignment."""
 
 import json
-import os
 
 import numpy as np
 import pytest

@@ -4,7 +4,6 @@ Expected values come from the definitions (linear warmup/decay formula, the glob
 computed separately, the mean of micro-batch gradients), not from the engine's own output.
 """
 
-import argparse
 import json
 import os
 

@@ -12,7 +12,6 @@ shapes must match. Anything else is an error that names the key.
 
 import json
 import os
-import re
 import shutil
 import tempfile
 

@@ -1,13 +1,11 @@
 """NLVR2 from the JSON-lines annotations (``train.json``, ``dev.json``, ``test1.json``)."""
 
-import json
-import os
-
 import numpy as np
 
 from ..constants import SENTENCE_IMAGE_MATCH, SENTENCE_IMAGE_RANDOM
 from .errors import DataFormatError, with_example_context
 from .features import open_feature_store
+from .io_utils import read_jsonl
 from .text import DEFAULT_MAX_SEQ_LENGTH, TextEncoder, example_rng
 
 NLVR2_FEATURE_DIM = 1024
@@ -28,32 +26,13 @@ def read_nlvr2_jsonl(path):
     Raises:
         FileNotFoundError, DataFormatError: naming the file and the line number.
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"NLVR2 annotation file {path} does not exist")
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataFormatError(f"{path}:{lineno}: not a JSON object ({e}): {line[:80]!r}") from e
-            if not isinstance(row, dict):
-                raise DataFormatError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            for key in ("identifier", "sentence"):
-                if key not in row:
-                    raise DataFormatError(f"{path}:{lineno}: lacks {key!r} (keys: {sorted(row)})")
-            if "label" in row and str(row["label"]).lower() not in _LABELS:
-                raise DataFormatError(f"{path}:{lineno}: label {row['label']!r} is not 'True' or 'False'")
-            if len(str(row["identifier"]).split("-")) < 4:
-                raise DataFormatError(
-                    f"{path}:{lineno}: identifier {row['identifier']!r} is not split-set-pair-sentence"
-                )
-            row["_line"] = lineno
-            rows.append(row)
-    if not rows:
-        raise DataFormatError(f"{path}: empty split (no annotation lines)")
+    rows = read_jsonl(path, ("identifier", "sentence"), "NLVR2 annotation file")
+    for row in rows:
+        lineno = row["_line"]
+        if "label" in row and str(row["label"]).lower() not in _LABELS:
+            raise DataFormatError(f"{path}:{lineno}: label {row['label']!r} is not 'True' or 'False'")
+        if len(str(row["identifier"]).split("-")) < 4:
+            raise DataFormatError(f"{path}:{lineno}: identifier {row['identifier']!r} is not split-set-pair-sentence")
     return rows
 
 

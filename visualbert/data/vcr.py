@@ -1,6 +1,5 @@
 """VCR (Q->A and QA->R) from the VCR JSON lines, with precomputed per-box features."""
 
-import json
 import os
 
 import numpy as np
@@ -8,6 +7,7 @@ import numpy as np
 from ..constants import ALIGNMENT_PAD
 from .errors import DataFormatError, with_example_context
 from .features import open_feature_store
+from .io_utils import read_jsonl
 from .text import DEFAULT_MAX_SEQ_LENGTH, TextEncoder
 
 VCR_FEATURE_DIM = 512
@@ -21,25 +21,8 @@ def read_vcr_jsonl(path):
     Raises:
         FileNotFoundError, DataFormatError: naming the file and line.
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"VCR annotation file {path} does not exist")
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataFormatError(f"{path}:{lineno}: not a JSON object ({e})") from e
-            for key in ("question", "answer_choices", "rationale_choices", "objects", "img_fn"):
-                if key not in row:
-                    raise DataFormatError(f"{path}:{lineno}: lacks {key!r} (keys: {sorted(row)})")
-            row["_line"] = lineno
-            rows.append(row)
-    if not rows:
-        raise DataFormatError(f"{path}: empty split (no annotation lines)")
-    return rows
+    return read_jsonl(path, ("question", "answer_choices", "rationale_choices", "objects", "img_fn"),
+                      "VCR annotation file")
 
 
 def vcr_image_key(img_fn):
