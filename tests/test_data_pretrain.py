@@ -156,6 +156,92 @@ def test_bad_coco_files(tmp_path, synth, tok):
         CocoCaptionsPretrainDataset(str(bad), feats, tok)
 
 
+def _raw_coco(synth, image_set):
+    """{caption id: (feature key, caption)} straight from the generated JSON (keys = file-name stems)."""
+    data = json.load(open(os.path.join(synth, "coco", "annotations", f"captions_{image_set}.json")))
+    stem = {img["id"]: os.path.splitext(img["file_name"])[0] for img in data["images"]}
+    return {a["id"]: (stem[a["image_id"]], a["caption"]) for a in data["annotations"]}
+
+
+def test_coco_train_plus_val_excluding_minival(synth, tok):
+    from types import SimpleNamespace
+
+    from visualbert.tasks import Pretrain
+
+    # ground truth from the raw files: captions JSON of both sets, image_name of the minival imdb entries
+    raw = {**_raw_coco(synth, "train2014"), **_raw_coco(synth, "val2014")}
+    assert len(raw) == len(_raw_coco(synth, "train2014")) + len(_raw_coco(synth, "val2014"))  # no id collision
+    minival_file = os.path.join(synth, "vqa2", "imdb", "imdb_minival2014.npy")
+    minival = {e["image_name"] for e in np.load(minival_file, allow_pickle=True)[1:]}
+    train_images = {k for k, _ in _raw_coco(synth, "train2014").values()}
+    val_images = {k for k, _ in _raw_coco(synth, "val2014").values()}
+    assert minival and minival < val_images
+    expected = (train_images | val_images) - minival
+
+    args = SimpleNamespace(dataset="coco_captions", data_dir=os.path.join(synth, "coco", "annotations"),
+                           features=os.path.join(synth, "detectron_fix_100"), train_split="train2014+val2014",
+                           eval_split="val2014", exclude_minival=minival_file, max_seq_length=128, mask_prob=0.15,
+                           seed=0, max_regions=None, check_features=True)
+    ds = Pretrain.dataset(args, tok, args.train_split)
+    assert set(ds.image_keys) == expected
+    assert len(ds) == sum(1 for k, _ in raw.values() if k not in minival)
+    assert ds.num_excluded_captions == sum(1 for k, _ in raw.values() if k in minival) > 0
+    # the same through the dataset's own option, with (set, id) pairs instead of keys
+    pairs = {("val2014", int(k.rsplit("_", 1)[1])) for k in minival}
+    files = [os.path.join(args.data_dir, f"captions_{s}.json") for s in ("train2014", "val2014")]
+    assert set(CocoCaptionsPretrainDataset(files, args.features, tok, exclude_image_ids=pairs).image_keys) == expected
+    # the eval split is not filtered
+    assert set(Pretrain.dataset(args, tok, "val2014").image_keys) == val_images
+
+    images_of_text = {}
+    for k, c in raw.values():
+        images_of_text.setdefault(_norm(tok, c), set()).add(k)
+    assert all(len(v) == 1 for v in images_of_text.values())
+    seen_a, seen_b = set(), set()
+    for epoch in range(4):
+        ds.set_epoch(epoch)
+        for i in range(len(ds)):
+            s = ds[i]
+            a_image = raw[s["caption_id"]][0]
+            toks = tok.convert_ids_to_tokens(s["input_ids"].tolist())
+            seps = [j for j, t in enumerate(toks) if t == "[SEP]"]
+            restored = np.where(s["labels"] != IGNORE_INDEX, s["labels"], s["input_ids"])
+            b_text = tok.convert_tokens_to_string(tok.convert_ids_to_tokens(restored[seps[0] + 1: seps[1]].tolist()))
+            (b_image,) = images_of_text[_norm(tok, b_text)]
+            assert a_image not in minival and b_image not in minival
+            assert int(s["sentence_image_labels"]) == (1 if a_image == b_image else 0)
+            seen_a.add(a_image)
+            seen_b.add(b_image)
+    assert seen_a == expected and seen_b & val_images  # val images (outside minival) are drawn too
+
+
+def test_coco_split_spec_and_exclude_errors(synth, tok, tmp_path):
+    from types import SimpleNamespace
+
+    from visualbert.tasks import Pretrain
+
+    ann_dir = os.path.join(synth, "coco", "annotations")
+    assert Pretrain.coco_caption_files(ann_dir, "train2014+val2014") == [
+        os.path.join(ann_dir, "captions_train2014.json"), os.path.join(ann_dir, "captions_val2014.json")]
+    with pytest.raises(FileNotFoundError, match="captions_test2015.json"):
+        Pretrain.coco_caption_files(ann_dir, "train2014+test2015")
+    missing = str(tmp_path / "imdb_minival2014.npy")
+    args = SimpleNamespace(dataset="coco_captions", data_dir=ann_dir, features=os.path.join(synth, "detectron_fix_100"),
+                           train_split="train2014", eval_split="", exclude_minival=missing, max_seq_length=64,
+                           mask_prob=0.15, seed=0, max_regions=None, check_features=False)
+    with pytest.raises(FileNotFoundError, match="imdb_minival2014.npy"):
+        Pretrain.dataset(args, tok, "train2014")
+    from visualbert.engine import UsageError
+
+    with pytest.raises(UsageError, match="imdb_minival2014.npy"):
+        Pretrain.check_data_args(args)
+    # excluding every image of a file leaves nothing to train on
+    keys = {k for k, _ in _raw_coco(synth, "val2014").values()}
+    with pytest.raises(DataFormatError, match="excluded"):
+        CocoCaptionsPretrainDataset(os.path.join(ann_dir, "captions_val2014.json"),
+                                    os.path.join(synth, "detectron_fix_100"), tok, exclude_image_ids=keys)
+
+
 class _FakePretrainModel:
     """Token logits [x, 0] over a 2-word vocabulary with x = the token id (label 0: loss softplus(-x));
     sentence-image logits [0, 0] (loss log 2 per example)."""

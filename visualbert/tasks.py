@@ -371,8 +371,13 @@ class Pretrain:
                        help="coco_captions: the annotations directory (captions_{train,val}2014.json); vqa2: the imdb "
                             "directory; nlvr2: the directory with train.json / dev.json")
         g.add_argument("--features", required=True, help="region-feature root (see the task scripts)")
-        g.add_argument("--train_split", default=None, help="default: train2014 / trainval / train")
+        g.add_argument("--train_split", default=None,
+                       help="default: train2014 / trainval / train; coco_captions: '+'-joined sets read together, "
+                            "e.g. train2014+val2014 (captions_train2014.json and captions_val2014.json)")
         g.add_argument("--eval_split", default=None, help="default: val2014 / minival / dev; '' = none")
+        g.add_argument("--exclude_minival", default=None, metavar="IMDB_FILE",
+                       help="coco_captions: drop from the training split every image of this VQA imdb (e.g. "
+                            "imdb_minival2014.npy; its entries' image_name), as the original exclude_minival")
         g.add_argument("--max_regions", type=int, default=None, help="cap on regions per image")
         g.add_argument("--mask_prob", type=float, default=0.15)
 
@@ -385,16 +390,59 @@ class Pretrain:
         train, val = cls.DEFAULT_SPLITS[args.dataset]
         args.train_split = train if args.train_split is None else args.train_split
         args.eval_split = val if args.eval_split is None else args.eval_split
+        if getattr(args, "exclude_minival", None):
+            if args.dataset != "coco_captions":
+                raise UsageError("--exclude_minival applies to --dataset coco_captions only")
+            require_path(args.exclude_minival, "--exclude_minival", "file")
+
+    @staticmethod
+    def coco_caption_files(data_dir, split):
+        """list[str]: caption files of a coco_captions split spec (``train2014``, ``train2014+val2014``, or
+        ``.json`` paths; ``+`` or ``,`` joins several).
+
+        Raises:
+            FileNotFoundError: naming the missing file and the split.
+        """
+        parts = [p.strip() for p in split.replace(",", "+").split("+") if p.strip()]
+        if not parts:
+            raise UsageError(f"empty COCO captions split {split!r}")
+        paths = [p if p.endswith(".json") else os.path.join(data_dir, f"captions_{p}.json") for p in parts]
+        for p in paths:
+            if not os.path.isfile(p):
+                raise FileNotFoundError(f"COCO captions file {p} does not exist (split {split!r})")
+        return paths
+
+    @staticmethod
+    def minival_image_keys(imdb_file):
+        """set[str]: feature keys (``image_name``) of the images of a VQA imdb (e.g. ``imdb_minival2014.npy``).
+
+        Raises:
+            FileNotFoundError, DataFormatError: naming the file.
+        """
+        from .data import load_imdb
+
+        if not os.path.isfile(imdb_file):
+            raise FileNotFoundError(f"--exclude_minival: VQA imdb file {imdb_file} does not exist")
+        _, entries = load_imdb(imdb_file)
+        return {os.path.splitext(os.path.basename(str(e["image_name"])))[0] for e in entries}
 
     @staticmethod
     def dataset(args, tokenizer, split):
         from .data import CocoCaptionsPretrainDataset, NLVR2Dataset, VQA2Dataset, imdb_files
 
         if args.dataset == "coco_captions":
-            path = split if split.endswith(".json") else os.path.join(args.data_dir, f"captions_{split}.json")
-            return checked(args, CocoCaptionsPretrainDataset(
-                path, args.features, tokenizer, max_seq_length=args.max_seq_length, mask_prob=args.mask_prob,
-                seed=args.seed, max_regions=args.max_regions))
+            paths = Pretrain.coco_caption_files(args.data_dir, split)
+            exclude = None
+            if getattr(args, "exclude_minival", None) and split == args.train_split:
+                exclude = Pretrain.minival_image_keys(args.exclude_minival)
+            ds = CocoCaptionsPretrainDataset(
+                paths, args.features, tokenizer, max_seq_length=args.max_seq_length, mask_prob=args.mask_prob,
+                seed=args.seed, max_regions=args.max_regions, exclude_image_ids=exclude)
+            if exclude is not None:
+                logging.getLogger("visualbert.tasks").info(
+                    "coco_captions %s: excluded %d captions of the %d images of %s", split, ds.num_excluded_captions,
+                    len(exclude), args.exclude_minival)
+            return checked(args, ds)
         if args.dataset == "vqa2":
             try:
                 files = [f for part in split.split(",") for f in imdb_files(args.data_dir, part.strip())]
