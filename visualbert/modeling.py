@@ -70,24 +70,15 @@ def _cpu_kernels():
     return paddle.device.get_device() == "cpu"
 
 
-def _linear(x, weight, bias, scale=None):
-    """``x @ weight + bias`` over the last axis of an N-D ``x`` with the bias fused into the GEMM; with
-    ``scale``: ``scale * (x @ weight + bias)``."""
+def _linear(x, weight, bias):
+    """``x @ weight + bias`` over the last axis of an N-D ``x`` with the bias fused into the GEMM."""
     # addmm's backward crashes (segfault, paddle 3.3.1) when its bias input has stop_gradient=True, e.g. a
     # frozen pooler: such layers take F.linear whenever a backward pass may follow.
     if not _cpu_kernels() or (bias is not None and bias.stop_gradient and paddle.is_grad_enabled()):
-        out = F.linear(x, weight, bias)
-        return out if scale is None else out * scale
+        return F.linear(x, weight, bias)
     lead = _dims(x)[:-1]
     x2 = x.reshape([-1, x.shape[-1]])
-    if bias is None:
-        out = paddle.matmul(x2, weight)
-        if scale is not None:
-            out = out * scale
-    elif scale is None:
-        out = paddle.addmm(bias, x2, weight)
-    else:
-        out = paddle.addmm(bias, x2, weight, beta=scale, alpha=scale)
+    out = paddle.matmul(x2, weight) if bias is None else paddle.addmm(bias, x2, weight)
     return out.reshape(lead + [weight.shape[-1]])
 
 
@@ -245,9 +236,16 @@ class VisualBertSelfAttention(nn.Layer):
         # kernels on GPU). Off by default: on CPU Paddle only has its unfused "math" fallback, measured slower.
         self.fused_attention = False
 
-    def _split_heads(self, x):
-        batch, length = x.shape[0], x.shape[1]
-        return x.reshape([batch, length, self.num_attention_heads, self.attention_head_size]).transpose([0, 2, 1, 3])
+    def _project_qkv(self, hidden_states, batch, length, query_scale=None):
+        """Q, K and V from ONE GEMM on the concatenated weights (the parameters stay separate):
+        [B, L, 3, heads, head_size]. ``query_scale`` folds the score scale into the query weight and bias."""
+        query_weight, query_bias = self.query.weight, self.query.bias
+        if query_scale is not None:
+            query_weight, query_bias = query_weight * query_scale, query_bias * query_scale
+        weight = paddle.concat([query_weight, self.key.weight, self.value.weight], axis=1)
+        bias = paddle.concat([query_bias, self.key.bias, self.value.bias], axis=0)
+        qkv = _linear(hidden_states, weight, bias)
+        return qkv.reshape([batch, length, 3, self.num_attention_heads, self.attention_head_size])
 
     def forward(self, hidden_states, attention_mask=None, output_attentions=False):
         """
@@ -265,11 +263,7 @@ class VisualBertSelfAttention(nn.Layer):
         scale = 1.0 / math.sqrt(self.attention_head_size)
         if self.fused_attention and not output_attentions:
             return self._fused_forward(hidden_states, attention_mask, batch, length), None
-        # One GEMM for Q, K, V; the score scale is folded into the query part (weights stay separate params).
-        weight = paddle.concat([self.query.weight * scale, self.key.weight, self.value.weight], axis=1)
-        bias = paddle.concat([self.query.bias * scale, self.key.bias, self.value.bias], axis=0)
-        qkv = _linear(hidden_states, weight, bias)
-        qkv = qkv.reshape([batch, length, 3, self.num_attention_heads, self.attention_head_size]).transpose([2, 0, 3, 1, 4])
+        qkv = self._project_qkv(hidden_states, batch, length, query_scale=scale).transpose([2, 0, 3, 1, 4])
         query, key, value = qkv[0], qkv[1], qkv[2]
         scores = paddle.matmul(query, key, transpose_y=True)
         if attention_mask is not None:
@@ -284,12 +278,9 @@ class VisualBertSelfAttention(nn.Layer):
         context = context.transpose([0, 2, 1, 3]).reshape([batch, length, self.all_head_size])
         return context, (probs if output_attentions else None)
 
-
     def _fused_forward(self, hidden_states, attention_mask, batch, length):
         """Same maths through ``F.scaled_dot_product_attention`` ([B, L, heads, d] layout, no transposes)."""
-        qkv = paddle.concat([_apply_linear(self.query, hidden_states), _apply_linear(self.key, hidden_states),
-                             _apply_linear(self.value, hidden_states)], axis=-1)
-        qkv = qkv.reshape([batch, length, 3, self.num_attention_heads, self.attention_head_size])
+        qkv = self._project_qkv(hidden_states, batch, length)  # the kernel applies the score scale itself
         query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
         if attention_mask is not None and attention_mask.dtype != query.dtype:
             attention_mask = attention_mask.astype(query.dtype)
@@ -299,10 +290,14 @@ class VisualBertSelfAttention(nn.Layer):
         return context.reshape([batch, length, self.all_head_size])
 
 
-class VisualBertSelfOutput(nn.Layer):
-    def __init__(self, config):
+class VisualBertDenseAddNorm(nn.Layer):
+    """The output of a sub-layer: dense (``input_size`` → hidden) → dropout → add the residual → LayerNorm.
+    HF's ``SelfOutput`` (after attention, input_size = hidden) and ``Output`` (after the FFN, input_size =
+    intermediate); parameter names ``dense`` / ``LayerNorm`` as theirs."""
+
+    def __init__(self, config, input_size):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = nn.Linear(input_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
@@ -314,7 +309,7 @@ class VisualBertAttention(nn.Layer):
     def __init__(self, config):
         super().__init__()
         self.self = VisualBertSelfAttention(config)
-        self.output = VisualBertSelfOutput(config)
+        self.output = VisualBertDenseAddNorm(config, config.hidden_size)
 
     def forward(self, hidden_states, attention_mask=None, output_attentions=False):
         context, probs = self.self(hidden_states, attention_mask, output_attentions)
@@ -331,17 +326,6 @@ class VisualBertIntermediate(nn.Layer):
         return self.act(_apply_linear(self.dense, hidden_states))
 
 
-class VisualBertOutput(nn.Layer):
-    def __init__(self, config):
-        super().__init__()
-        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def forward(self, hidden_states, input_tensor):
-        return self.LayerNorm(_dropout(self.dropout, _apply_linear(self.dense, hidden_states)) + input_tensor)
-
-
 class VisualBertLayer(nn.Layer):
     """Post-LN BERT layer: attention → add & norm → FFN (dense, GELU, dense) → add & norm."""
 
@@ -349,7 +333,7 @@ class VisualBertLayer(nn.Layer):
         super().__init__()
         self.attention = VisualBertAttention(config)
         self.intermediate = VisualBertIntermediate(config)
-        self.output = VisualBertOutput(config)
+        self.output = VisualBertDenseAddNorm(config, config.intermediate_size)
 
     def forward(self, hidden_states, attention_mask=None, output_attentions=False):
         attention_output, probs = self.attention(hidden_states, attention_mask, output_attentions)
