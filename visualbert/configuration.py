@@ -4,6 +4,8 @@ import copy
 import json
 import os
 
+from .atomic import atomic_path
+
 CONFIG_NAME = "config.json"
 
 
@@ -101,12 +103,9 @@ class VisualBertConfig:
         return cls(**{k: v for k, v in values.items() if k in known})
 
     def save_pretrained(self, save_directory):
-        os.makedirs(save_directory, exist_ok=True)
-        path = os.path.join(save_directory, CONFIG_NAME)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.to_dict(), f, indent=2, sort_keys=True)
-        os.replace(tmp, path)
+        with atomic_path(os.path.join(save_directory, CONFIG_NAME)) as tmp:
+            with open(tmp, "w") as f:
+                json.dump(self.to_dict(), f, indent=2, sort_keys=True)
 
     @classmethod
     def from_pretrained(cls, path, **overrides):

@@ -17,6 +17,7 @@ import tempfile
 
 import numpy as np
 
+from .atomic import replace_dir
 from .configuration import CONFIG_NAME, VisualBertConfig, checkpoint_info, config_for_checkpoint
 
 # ------------------------------------------------------------------------------------------------ the table
@@ -336,13 +337,7 @@ def convert_checkpoint(src, dst, name=None, overwrite=False):
         }
         with open(os.path.join(tmp, "conversion.json"), "w") as f:
             json.dump(report, f, indent=2)
-        if os.path.exists(dst):
-            old = tempfile.mkdtemp(prefix=".tmp-old-", dir=parent)
-            os.rename(dst, os.path.join(old, "old"))
-            os.rename(tmp, dst)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, dst)
+        replace_dir(tmp, dst)
     finally:
         if os.path.isdir(tmp):
             shutil.rmtree(tmp, ignore_errors=True)

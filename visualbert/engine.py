@@ -44,6 +44,7 @@ import numpy as np
 import paddle
 
 from . import accel
+from .atomic import atomic_path, replace_dir
 from .metrics import write_json_atomic
 
 logger = logging.getLogger("visualbert.engine")
@@ -353,17 +354,6 @@ def eval_batches(dataset, collate_fn, batch_size, num_workers=0):
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
-def _atomic_replace_dir(tmp_dir, final_dir):
-    """Moves a completely written ``tmp_dir`` to ``final_dir``; an existing ``final_dir`` is replaced."""
-    trash = None
-    if os.path.exists(final_dir):
-        trash = f"{final_dir}.old-{os.getpid()}"
-        os.replace(final_dir, trash)
-    os.replace(tmp_dir, final_dir)
-    if trash:
-        shutil.rmtree(trash, ignore_errors=True)
-
-
 def _fsync_dir(path):
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -382,9 +372,8 @@ def _save_pretrained(model, directory, state_dict=None):
     if state_dict is not None:
         from .modeling import WEIGHTS_NAME
 
-        path = os.path.join(directory, WEIGHTS_NAME)
-        paddle.save(state_dict, path + ".tmp")
-        os.replace(path + ".tmp", path)
+        with atomic_path(os.path.join(directory, WEIGHTS_NAME)) as tmp:
+            paddle.save(state_dict, tmp)
 
 
 def save_model_dir(model, directory, extra_json=None, state_dict=None):
@@ -398,7 +387,7 @@ def save_model_dir(model, directory, extra_json=None, state_dict=None):
         for name, payload in extra_json.items():
             write_json_atomic(os.path.join(tmp, name), payload)
     _fsync_dir(tmp)
-    _atomic_replace_dir(tmp, directory)
+    replace_dir(tmp, directory)
 
 
 def is_complete_checkpoint(path):
@@ -542,7 +531,7 @@ class Trainer:
             paddle.save(self.scaler.state_dict(), os.path.join(tmp, "scaler.pdparams"))
         write_json_atomic(os.path.join(tmp, TRAINER_STATE), dict(self.state))  # last file: marks completeness
         _fsync_dir(tmp)
-        _atomic_replace_dir(tmp, final)
+        replace_dir(tmp, final)
         self._rotate_checkpoints()
         logger.info("saved checkpoint %s", final)
         return final

@@ -20,6 +20,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from .atomic import atomic_path
 from .configuration import VisualBertConfig
 from .constants import ALIGNMENT_PAD, IGNORE_INDEX
 
@@ -417,10 +418,8 @@ class VisualBertPreTrainedModel(nn.Layer):
         os.makedirs(save_directory, exist_ok=True)
         self.config.architectures = [type(self).__name__]
         self.config.save_pretrained(save_directory)
-        path = os.path.join(save_directory, WEIGHTS_NAME)
-        tmp = path + ".tmp"
-        paddle.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
+        with atomic_path(os.path.join(save_directory, WEIGHTS_NAME)) as tmp:
+            paddle.save(self.state_dict(), tmp)
 
     @classmethod
     def from_pretrained(cls, pretrained_dir, config=None, ignore_mismatched_sizes=False, output_loading_info=False,

@@ -1,30 +1,11 @@
 """Small file helpers: the JSON-lines reader of the annotation files and the atomic writes of the tools."""
 
-import contextlib
 import json
 import os
-import tempfile
 
 import numpy as np
 
-
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yields a temporary path next to ``path``; on success it is renamed onto ``path`` (``os.replace``).
-
-    A crash mid-write therefore never leaves a truncated file under the final name.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+from ..atomic import atomic_path
 
 
 def save_npy(path, array, allow_pickle=False):
