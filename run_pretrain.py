@@ -12,7 +12,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from visualbert import runner  # noqa: E402
-from visualbert.cli import finalize_task_defaults, main_wrapper, training_parser  # noqa: E402
+from visualbert.cli import main_wrapper, training_parser  # noqa: E402
 from visualbert.modeling import VisualBertForPreTraining  # noqa: E402
 from visualbert.tasks import Pretrain  # noqa: E402
 
@@ -21,13 +21,7 @@ def main(argv=None):
     parser = training_parser(__doc__, learning_rate=5e-5, batch_size=48, num_train_epochs=10)
     Pretrain.add_data_args(parser)
     args = parser.parse_args(argv)
-    finalize_task_defaults(args, Pretrain.metric_for_best, Pretrain.greater_is_better)
-    Pretrain.check_data_args(args)
-    tokenizer = runner.prepare(args)
-    train = Pretrain.dataset(args, tokenizer, args.train_split)
-    evaluation = Pretrain.dataset(args, tokenizer, args.eval_split) if args.eval_split and not args.no_eval else None
-    runner.train(args, VisualBertForPreTraining, train, evaluation, Pretrain.evaluate, 2, tokenizer,
-                 extra_args_json={"pretrain_dataset": args.dataset})
+    runner.train_task(args, Pretrain, VisualBertForPreTraining, extra_args_json={"pretrain_dataset": args.dataset})
     return 0
 
 

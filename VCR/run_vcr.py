@@ -11,7 +11,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from visualbert import runner  # noqa: E402
-from visualbert.cli import finalize_task_defaults, main_wrapper, training_parser  # noqa: E402
+from visualbert.cli import main_wrapper, training_parser  # noqa: E402
 from visualbert.modeling import VisualBertForMultipleChoice  # noqa: E402
 from visualbert.tasks import VCR  # noqa: E402
 
@@ -20,13 +20,7 @@ def main(argv=None):
     parser = training_parser(__doc__, learning_rate=2e-5, batch_size=32, num_train_epochs=8)
     VCR.add_data_args(parser, train=True)
     args = parser.parse_args(argv)
-    finalize_task_defaults(args, VCR.metric_for_best, VCR.greater_is_better)
-    VCR.check_data_args(args)
-    tokenizer = runner.prepare(args)
-    train = VCR.dataset(args, tokenizer, args.train_split, args.mode)
-    evaluation = VCR.dataset(args, tokenizer, args.eval_split, args.mode) if args.eval_split and not args.no_eval else None
-    runner.train(args, VisualBertForMultipleChoice, train, evaluation, VCR.evaluate, 2, tokenizer,
-                 extra_args_json={"vcr_mode": args.mode})
+    runner.train_task(args, VCR, VisualBertForMultipleChoice, extra_args_json={"vcr_mode": args.mode}, mode=args.mode)
     return 0
 
 

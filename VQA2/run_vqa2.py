@@ -11,7 +11,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from visualbert import runner  # noqa: E402
-from visualbert.cli import finalize_task_defaults, main_wrapper, training_parser  # noqa: E402
+from visualbert.cli import main_wrapper, training_parser  # noqa: E402
 from visualbert.modeling import VisualBertForQuestionAnswering  # noqa: E402
 from visualbert.tasks import VQA2  # noqa: E402
 
@@ -20,12 +20,7 @@ def main(argv=None):
     parser = training_parser(__doc__, learning_rate=2e-5, batch_size=64, num_train_epochs=10)
     VQA2.add_data_args(parser, train=True)
     args = parser.parse_args(argv)
-    finalize_task_defaults(args, VQA2.metric_for_best, VQA2.greater_is_better)
-    VQA2.check_data_args(args)
-    tokenizer = runner.prepare(args)
-    train = VQA2.dataset(args, tokenizer, args.train_split)
-    evaluation = VQA2.dataset(args, tokenizer, args.eval_split) if args.eval_split and not args.no_eval else None
-    runner.train(args, VisualBertForQuestionAnswering, train, evaluation, VQA2.evaluate, len(train.vocab), tokenizer)
+    runner.train_task(args, VQA2, VisualBertForQuestionAnswering, num_labels=lambda train: len(train.vocab))
     return 0
 
 

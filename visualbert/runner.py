@@ -21,6 +21,26 @@ def prepare(args):
     return load_tokenizer_for(args)
 
 
+def train_task(args, task, model_class, num_labels=2, extra_args_json=None, **dataset_kwargs):
+    """What every training script does after parsing: task defaults and data checks, datasets, then :func:`train`.
+
+    Args:
+        task: a task class of :mod:`visualbert.tasks` (``VQA2``, ``NLVR2``, ``VCR``, ``Pretrain``).
+        num_labels (int or callable): head width, or ``num_labels(train_dataset)`` (VQA: the answer vocabulary).
+        **dataset_kwargs: passed to ``task.dataset`` for both splits (VCR: the Q->A / QA->R mode).
+    """
+    cli.finalize_task_defaults(args, task.metric_for_best, task.greater_is_better)
+    task.check_data_args(args)
+    tokenizer = prepare(args)
+    train_dataset = task.dataset(args, tokenizer, args.train_split, **dataset_kwargs)
+    eval_dataset = None
+    if args.eval_split and not args.no_eval:
+        eval_dataset = task.dataset(args, tokenizer, args.eval_split, **dataset_kwargs)
+    if callable(num_labels):
+        num_labels = num_labels(train_dataset)
+    return train(args, model_class, train_dataset, eval_dataset, task.evaluate, num_labels, tokenizer, extra_args_json)
+
+
 def train(args, model_class, train_dataset, eval_dataset, evaluate_fn, num_labels, tokenizer=None, extra_args_json=None):
     """Builds the model, checks it against the data, and trains.
 
