@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from .conversion import _safetensors_load, _torch_load, conversion_table
+from .conversion import conversion_table, hf_weights_file, load_weights_file
 
 # VisualBERT weights that BERT does not have.
 VISUAL_ONLY = ("embeddings.visual_token_type_embeddings.", "embeddings.visual_position_embeddings.",
@@ -35,13 +35,10 @@ def read_bert_config(bert_dir):
 
 def read_bert_state(bert_dir):
     """HF BERT weights as numpy arrays with ``gamma``/``beta`` renamed and the ``bert.`` prefix ensured."""
-    for name in ("model.safetensors", "pytorch_model.bin"):
-        path = os.path.join(bert_dir, name)
-        if os.path.isfile(path):
-            break
-    else:
+    path = hf_weights_file(bert_dir)
+    if path is None:
         raise FileNotFoundError(f"--bert_model {bert_dir!r} has neither model.safetensors nor pytorch_model.bin")
-    state = _safetensors_load(path) if path.endswith(".safetensors") else _torch_load(path)
+    state = load_weights_file(path)
     out = {}
     bare = not any(k.startswith("bert.") for k in state)
     for key, value in state.items():

@@ -236,6 +236,23 @@ def _safetensors_load(path):
         raise ValueError(f"{path} is not a readable safetensors file: {err}") from None
 
 
+HF_WEIGHTS_NAMES = ("model.safetensors", "pytorch_model.bin")
+
+
+def hf_weights_file(directory):
+    """The weights file of an HF model directory (``model.safetensors`` preferred), or None."""
+    for name in HF_WEIGHTS_NAMES:
+        path = os.path.join(directory, name)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def load_weights_file(path):
+    """A torch / safetensors weights file as float32 numpy arrays (safetensors without torch)."""
+    return _safetensors_load(path) if path.endswith(".safetensors") else _torch_load(path)
+
+
 def read_source(src, name=None):
     """Reads a source checkpoint and decides its config and architecture.
 
@@ -252,11 +269,8 @@ def read_source(src, name=None):
     config = None
     if os.path.isdir(src):
         config_path = os.path.join(src, CONFIG_NAME)
-        for weights in ("model.safetensors", "pytorch_model.bin"):
-            weights_path = os.path.join(src, weights)
-            if os.path.isfile(weights_path):
-                break
-        else:
+        weights_path = hf_weights_file(src)
+        if weights_path is None:
             raise FileNotFoundError(f"{src!r} has neither model.safetensors nor pytorch_model.bin: not an HF checkpoint directory")
         if os.path.isfile(config_path):
             config = VisualBertConfig.from_pretrained(config_path)
@@ -266,7 +280,7 @@ def read_source(src, name=None):
         if name is None and os.path.isfile(sibling):
             config = VisualBertConfig.from_pretrained(sibling)
 
-    state = _safetensors_load(weights_path) if weights_path.endswith(".safetensors") else _torch_load(weights_path)
+    state = load_weights_file(weights_path)
     if not state:
         raise ValueError(f"{weights_path} holds an empty state dict")
     if any(k.startswith(("bert.bert.", "bert.cls.", "bert.classifier.")) for k in state):
