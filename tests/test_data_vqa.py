@@ -145,8 +145,9 @@ def _unmasked(s):
 
 
 def test_mlm_task_text_is_question_answer(synth, tok):
-    """Original VisualBERT VQA task pretraining: MLM over ``[CLS] question ? answer [SEP]``."""
-    ds = _ds(synth, tok, task="mlm")
+    """VQA task pretraining with answer_text="words": MLM over ``[CLS] question ? answer [SEP]`` (the original's
+    character-by-character answer: tests/test_original_recipe.py)."""
+    ds = _ds(synth, tok, task="mlm", answer_text="words")
     for i in range(len(ds)):
         s, entry = ds[i], ds.entries[i]
         text = _unmasked(s)
@@ -160,14 +161,15 @@ def test_mlm_task_text_is_question_answer(synth, tok):
         assert matches, (tok.convert_ids_to_tokens(answer_ids), entry["valid_answers"])
         assert (s["labels"][[0, -1]] == IGNORE_INDEX).all()
     # deterministic per (seed, epoch, index); another epoch may draw other answers / masks
-    np.testing.assert_array_equal(ds[0]["input_ids"], _ds(synth, tok, task="mlm")[0]["input_ids"])
+    np.testing.assert_array_equal(ds[0]["input_ids"], _ds(synth, tok, task="mlm", answer_text="words")[0]["input_ids"])
 
 
 def test_mlm_answer_drawn_from_valid_answers(tmp_path, synth, tok):
     e = {"image_name": "COCO_train2014_000000000001", "image_id": 1, "question_id": 5,
          "question_str": "What color is it?", "answers": ["zebra"] * 10, "valid_answers": ["red", "blue"]}
     path = _imdb(tmp_path / "imdb_mlm.npy", [e])
-    ds = VQA2Dataset(path, os.path.join(synth, "detectron_fix_100"), tok, feature_dim=64, task="mlm")
+    ds = VQA2Dataset(path, os.path.join(synth, "detectron_fix_100"), tok, feature_dim=64, task="mlm",
+                     answer_text="words")
     drawn = set()
     for epoch in range(30):
         ds.set_epoch(epoch)

@@ -81,7 +81,9 @@ class CocoCaptionsPretrainDataset:
     ``expand_coco``) are concatenated in the given order. Images are identified by their feature key (the file-name
     stem ``COCO_<set>_<id:012d>``), so equal numeric ids in different files never merge; caption ids are only
     metadata. Images in ``exclude_image_ids`` (e.g. those of VQA minival, the original ``exclude_minival``) are
-    dropped with all their captions, so they are never caption A nor caption B.
+    dropped with all their captions, so they are never caption A nor caption B. ``only_image_ids`` keeps the
+    captions of those images only: the original's validation set under ``expand_coco`` (the val2014 captions of the
+    VQA minival images, the ones excluded from training).
 
     Sample: ``input_ids``, ``token_type_ids``, ``labels`` int64 [T]; ``visual_embeds`` float32 [R, D];
     ``visual_token_type_ids`` int64 [R]; ``sentence_image_labels`` int64 scalar; metadata ``image_id``,
@@ -94,13 +96,14 @@ class CocoCaptionsPretrainDataset:
         image_set (str, optional): COCO set for keys when images lack ``file_name`` (default: from each file name).
         exclude_image_ids (iterable, optional): images to drop, as feature keys / file names or ``(set, id)``
             pairs (see :func:`normalize_image_keys`).
+        only_image_ids (iterable, optional): if given, the images to keep (same forms); every other is dropped.
         max_seq_length (int), mask_prob (float), same_image_prob (float), seed (int), feature_dim (int, optional),
         max_regions (int, optional), check_features (bool).
     """
 
     def __init__(self, annotation_file, features, tokenizer, image_set=None, max_seq_length=DEFAULT_MAX_SEQ_LENGTH,
                  mask_prob=0.15, same_image_prob=0.5, seed=0, feature_dim=None, max_regions=None, check_features=False,
-                 exclude_image_ids=None):
+                 exclude_image_ids=None, only_image_ids=None):
         files = [annotation_file] if isinstance(annotation_file, (str, os.PathLike)) else list(annotation_file)
         if not files:
             raise ValueError("CocoCaptionsPretrainDataset: no annotation file given")
@@ -108,6 +111,7 @@ class CocoCaptionsPretrainDataset:
         self.source = " + ".join(files)
         excluded = normalize_image_keys(exclude_image_ids)
         self.excluded_keys = excluded
+        kept = None if only_image_ids is None else normalize_image_keys(only_image_ids)
         self.captions, self.caption_ids, raw_ids, ann_keys = [], [], [], []
         self.num_excluded_captions = 0
         for path in files:
@@ -123,7 +127,7 @@ class CocoCaptionsPretrainDataset:
                 iid = int(a["image_id"])
                 if iid not in keys:
                     keys[iid] = coco_image_key(iid, file_set, images.get(iid, {}).get("file_name"))
-                if keys[iid] in excluded:
+                if keys[iid] in excluded or (kept is not None and keys[iid] not in kept):
                     self.num_excluded_captions += 1
                     continue
                 self.captions.append(str(a["caption"]))

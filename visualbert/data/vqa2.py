@@ -20,6 +20,8 @@ VQA_SPLITS = {
 }
 HEADER_KEYS = ("create_time", "dataset_name", "version", "has_answer", "has_gt_layout")
 VQA_FEATURE_DIM = 2048
+# How VQA task pre-training appends the answer: "characters" as the original, "words" its WordPieces.
+ANSWER_TEXTS = ("characters", "words")
 
 
 def imdb_files(imdb_dir, split):
@@ -131,7 +133,10 @@ class VQA2Dataset:
 
     Sample (``task="mlm"``, VQA task pretraining as in the original VisualBERT): text
     ``[CLS] question ? answer [SEP]`` where ``answer`` is drawn uniformly from the example's valid answers
-    (:func:`valid_answers`; question only when it has none, e.g. test2015), then MLM corruption (15%, 80/10/10)
+    (:func:`valid_answers`; question only when it has none, e.g. test2015). ``answer_text="characters"`` (the
+    default) appends the answer as the original's ``vqa_dataset.py`` does, ``tokenize(" ".join(answer))`` of the
+    answer string, i.e. its characters one by one ("yes" -> ``y e s``; the released visualbert-vqa-pre was trained
+    so); ``"words"`` appends the answer's WordPieces. Then MLM corruption (15%, 80/10/10)
     over the text wordpieces (question, ``?`` and answer; never [CLS]/[SEP] or regions) and ``labels`` int64 [T]
     (``IGNORE_INDEX`` where not a target). The answer and the masks come from the per-(seed, epoch, index)
     generator, so they are redrawn each epoch (:meth:`set_epoch`). Only the question is truncated.
@@ -144,6 +149,7 @@ class VQA2Dataset:
         max_seq_length (int): text length cap (default 128).
         task (str): ``"vqa"`` or ``"mlm"``.
         mask_prob (float): MLM target probability.
+        answer_text (str): ``"characters"`` (the original's text) or ``"words"``; see above (``task="mlm"`` only).
         seed (int): MLM seed.
         feature_dim (int): expected width (2048).
         check_features (bool): check at construction that every image has a feature file
@@ -151,9 +157,13 @@ class VQA2Dataset:
     """
 
     def __init__(self, imdb, features, tokenizer, answers_file=None, max_seq_length=DEFAULT_MAX_SEQ_LENGTH,
-                 task="vqa", mask_prob=0.15, seed=0, feature_dim=VQA_FEATURE_DIM, check_features=False):
+                 task="vqa", mask_prob=0.15, seed=0, feature_dim=VQA_FEATURE_DIM, check_features=False,
+                 answer_text="characters"):
         if task not in ("vqa", "mlm"):
             raise ValueError(f"task must be 'vqa' or 'mlm', got {task!r}")
+        if answer_text not in ANSWER_TEXTS:
+            raise ValueError(f"answer_text must be one of {ANSWER_TEXTS}, got {answer_text!r}")
+        self.answer_text = answer_text
         paths = [imdb] if isinstance(imdb, str) else list(imdb)
         self.entries, self.sources = [], []
         self.has_answers = True
@@ -207,7 +217,12 @@ class VQA2Dataset:
             suffix = list(self._suffix)
             choices = valid_answers(entry)
             if choices:
-                answer = self.text.wordpieces(choices[int(rng.integers(len(choices)))])
+                answer = choices[int(rng.integers(len(choices)))]
+                if self.answer_text == "characters":
+                    # Parity quirk: the original joins the answer STRING with spaces (" ".join(answer)), so it is
+                    # tokenized character by character.
+                    answer = " ".join(answer)
+                answer = self.text.wordpieces(answer)
                 suffix += answer[: max(0, self.text.max_seq_length - 2 - len(suffix))]
             enc = self.text.build(words, a_suffix=suffix)
             sample["input_ids"], sample["labels"] = self.text.mask(enc["input_ids"], enc["special_mask"], rng, self.mask_prob)
