@@ -166,7 +166,7 @@ class ContestForMultipleChoice(nn.Layer):
 
 def randomise(model, seed):
     """Every parameter drawn at random (LayerNorm weights around 1), so a swapped or missed key shows."""
-    generator = paddle.seed(seed)  # noqa: F841 (seeds paddle's global generator)
+    paddle.seed(seed)
     for name, param in model.named_parameters():
         values = paddle.randn(param.shape, dtype="float32") * 0.2
         if name.endswith("norm1.weight") or name.endswith("norm2.weight") or name.endswith("layer_norm.weight"):
