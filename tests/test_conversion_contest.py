@@ -264,3 +264,21 @@ def test_convert_cli_reports_one_line(tmp_path, capsys, vqa_model):
     with open(tmp_path / "ours" / "conversion.json") as f:
         assert json.load(f)["source_format"] == "contest"
     assert load_pretrained(str(tmp_path / "ours")).config.num_labels == 5
+
+
+def test_bypass_layer_maps_to_our_additional_layer(tmp_path):
+    # The contest port's bypass forward is broken (it slices the mask at one row), so only the weights are compared.
+    paddle.seed(0)
+    model = ref.ContestVisualBertModel(**SIZES)
+    model.additional_layer = paddle.nn.TransformerEncoderLayer(SIZES["hidden"], SIZES["heads"], SIZES["intermediate"],
+                                                               dropout=0.0, act_dropout=0)
+    ref.randomise(model, seed=6)
+    src = _save(model, str(tmp_path / "src" / "model_state.pdparams"), model_config={"num_attention_heads": 2})
+    convert_checkpoint(src, str(tmp_path / "ours"))
+    ours = load_pretrained(str(tmp_path / "ours"))
+    assert ours.config.bypass_transformer
+    got = ours.state_dict()
+    for theirs_key, our_key in [("additional_layer.self_attn.k_proj.weight", "additional_layer.attention.self.key.weight"),
+                                ("additional_layer.norm2.bias", "additional_layer.output.LayerNorm.bias"),
+                                ("additional_layer.linear1.weight", "additional_layer.intermediate.dense.weight")]:
+        np.testing.assert_array_equal(got[our_key].numpy(), model.state_dict()[theirs_key].numpy())
