@@ -135,6 +135,7 @@ def test_pretrain_flags_translate_with_one_notice_each(contest):
     for flag in ("--train_batch_size", "--device", "--eager_run", "--model_type", "--init_from_ckpt", "--use_amp"):
         assert sum(n.startswith(f"contest flag {flag}") for n in notices) == 1, (flag, notices)
     assert any("use --batch_size" in n for n in notices)
+    assert any(n.startswith("contest default --train_split") for n in notices)
 
 
 def test_finetune_flags(contest):

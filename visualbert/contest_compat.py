@@ -99,6 +99,9 @@ CHANGED_MEANING = {
 CHANGED_DEFAULTS = {
     "--weight_decay": ("vqa2", "nlvr2", "0.01 (the paper) where the contest port's fine-tuning used 0.0; pass "
                                         "--weight_decay 0 to match it"),
+    "--train_split": ("pretrain", "trainval for --dataset vqa2 (train2014 for coco_captions, train for nlvr2), "
+                                  "evaluated on minival / val2014 / dev; the contest port pre-trained on train and "
+                                  "never evaluated: --train_split train --eval_split '' to match it"),
 }
 _VQA_PREDICT_SPLITS = {"test": "test2015", "val": "val2014", "minival": "minival", "train": "train2014"}
 _NLVR2_PREDICT_SPLITS = {"test": "test1", "test1": "test1", "dev": "dev", "val": "dev", "train": "train"}
