@@ -1,7 +1,12 @@
-"""Convert a PyTorch VisualBERT checkpoint (HF directory or original .th file) to a Paddle model directory.
+"""Convert a VisualBERT checkpoint (HF directory, original .th file, or a Paddle contest-port .pdparams) to a
+Paddle model directory of this project.
 
     python checkpoint/convert.py --src /path/to/uclanlp/visualbert-vqa --dst checkpoint/visualbert-vqa
     python checkpoint/convert.py --src vqa_fine_tuned.th --name visualbert-vqa --dst checkpoint/visualbert-vqa
+    python checkpoint/convert.py --src logs/vqa/vqa2_ft_model_10000.pdparams/model_state.pdparams --dst checkpoint/my-vqa
+
+A contest-port state dict (chenkangyang/paddle_visual_bert) is recognised by its names; its head and sizes come
+from the shapes (--name overrides the head), a DataParallel ``_layers.`` prefix is removed.
 
 The output holds config.json and model_state.pdparams and loads with
 ``visualbert.load_pretrained(DST)`` (or ``<HeadClass>.from_pretrained(DST)``).
@@ -19,9 +24,11 @@ from visualbert.conversion import checkpoint_names, convert_checkpoint  # noqa: 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--src", required=True, help="HF model dir (config.json + model.safetensors|pytorch_model.bin) or a .th/.bin/.safetensors file")
+    parser.add_argument("--src", required=True, help="HF model dir (config.json + model.safetensors|pytorch_model.bin), a .th/.bin/.safetensors file, "
+                             "or a contest-port model_state.pdparams (or the directory holding it)")
     parser.add_argument("--dst", required=True, help="output directory (must not exist unless --overwrite)")
-    parser.add_argument("--name", default=None, help=f"released checkpoint name, needed for .th files: {', '.join(checkpoint_names())}")
+    parser.add_argument("--name", default=None, help=f"released checkpoint name, needed for .th files; for a contest-port .pdparams it overrides "
+                                                      f"the head read from the shapes: {', '.join(checkpoint_names())}")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --dst")
     args = parser.parse_args(argv)
     try:

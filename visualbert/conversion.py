@@ -19,6 +19,7 @@ import numpy as np
 
 from .atomic import replace_dir
 from .configuration import CONFIG_NAME, VisualBertConfig, checkpoint_info, config_for_checkpoint
+from .conversion_contest import contest_conversion_table, convert_contest_state_dict, is_paddle_source, read_contest_source
 
 # ------------------------------------------------------------------------------------------------ the table
 # (source name, Paddle name, transpose). Source names are HF's; "{i}" is the layer index. torch Linear
@@ -330,11 +331,17 @@ def convert_checkpoint(src, dst, name=None, overwrite=False):
     dst = os.path.abspath(dst)
     if os.path.exists(dst) and not overwrite:
         raise FileExistsError(f"destination {dst!r} exists; pass --overwrite to replace it")
-    state, config, architecture = read_source(src, name)
+    # A Paddle .pdparams source is a contest-port checkpoint (visualbert/conversion_contest.py); others are PyTorch.
+    if is_paddle_source(src):
+        source_format, (state, config, architecture) = "contest", read_contest_source(src, name)
+        convert, table_for = convert_contest_state_dict, contest_conversion_table
+    else:
+        source_format, (state, config, architecture) = "pytorch", read_source(src, name)
+        convert, table_for = convert_state_dict, conversion_table
     config.architectures = [architecture]
     model = model_class_for(architecture)(config)
     expected = {k: list(v.shape) for k, v in model.state_dict().items()}
-    converted = convert_state_dict(state, config, architecture, expected)
+    converted = convert(state, config, architecture, expected)
     model.set_state_dict({k: paddle.to_tensor(v) for k, v in converted.items()})
 
     parent = os.path.dirname(dst)
@@ -345,9 +352,10 @@ def convert_checkpoint(src, dst, name=None, overwrite=False):
         report = {
             "source": os.path.abspath(src),
             "name": name,
+            "source_format": source_format,
             "architecture": architecture,
             "num_tensors": len(converted),
-            "transposed": sorted(d for _, d, t in conversion_table(config, architecture) if t),
+            "transposed": sorted(d for _, d, t in table_for(config, architecture) if t),
         }
         with open(os.path.join(tmp, "conversion.json"), "w") as f:
             json.dump(report, f, indent=2)
