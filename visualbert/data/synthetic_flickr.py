@@ -265,7 +265,9 @@ def generate_flickr30k(out, **kwargs):
     rng = np.random.default_rng([args["seed"], 30])
     maker = ObjectFeatures(args["feature_dim"], args["seed"], args["noise"])
     total = sum(args["images"].values())
-    ids = [str(v) for v in rng.choice(np.arange(10**8, 10**9), size=total, replace=False)]
+    ids = []
+    while len(ids) < total:  # distinct 9-digit ids, like the real ones
+        ids = list(dict.fromkeys(ids + [str(v) for v in rng.integers(10**8, 10**9, size=total - len(ids))]))
     counts = {"objects_without_proposal": 0}
     start = 0
     for split, n in args["images"].items():
