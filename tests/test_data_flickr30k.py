@@ -281,3 +281,20 @@ def test_dataset_image_missing_from_hdf5_index_names_split_line(tiny_flickr, tok
     root, _ = tiny_flickr
     with pytest.raises(MissingFeaturesError, match=rf"{re.escape(str(root / 'test.txt'))}:2: image 2 .*test_imgid2idx"):
         Flickr30KDataset(str(root), "test", str(root), tok)
+
+
+def test_dataset_mlm_task_pretraining_masks_caption_tokens_only(tiny_flickr, tok):
+    from visualbert.constants import IGNORE_INDEX
+
+    root, _ = tiny_flickr
+    ds = Flickr30KDataset(str(root), "val", str(root), tok, task="mlm", mask_prob=0.5, seed=3)
+    clean = Flickr30KDataset(str(root), "val", str(root), tok)[0]["input_ids"]
+    s = ds[0]
+    targets = s["labels"] != IGNORE_INDEX
+    assert "region_to_phrase_position" not in s and targets.any()
+    assert not targets[0] and not targets[-1]  # never [CLS] / [SEP]
+    np.testing.assert_array_equal(s["labels"][targets], clean[targets])
+    ds.set_epoch(1)
+    assert not np.array_equal(ds[0]["labels"], s["labels"]) or not np.array_equal(ds[0]["input_ids"], s["input_ids"])
+    batch = Collator(return_tensors="np")([ds[0], ds[1]])
+    assert batch["labels"].shape == (2, batch["input_ids"].shape[1] + 4)

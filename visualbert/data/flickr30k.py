@@ -10,7 +10,7 @@ import numpy as np
 from .errors import DataFormatError, MissingFeaturesError, with_example_context
 from .flickr30k_entities import load_grounded_captions, read_split_ids, split_list_path
 from .regions import open_region_store, spatial_features
-from .text import DEFAULT_MAX_SEQ_LENGTH, TextEncoder
+from .text import DEFAULT_MAX_SEQ_LENGTH, TextEncoder, example_rng
 
 IOU_THRESHOLD = 0.5
 FLICKR_FEATURE_DIM = 2048
@@ -99,6 +99,11 @@ class Flickr30KDataset:
         * metadata: ``image_id`` str, ``caption_index`` int, ``phrases`` list of dicts (``text``, ``chain_id``,
           ``types``, ``boxes``, ``start``, ``end``), ``region_boxes`` float32 [R, 4].
 
+    Sample (``task="mlm"``, the task pre-training stage ``configs/flickr/pre-train.json``): the same text with the
+    MLM corruption of :meth:`TextEncoder.mask` (15 %, 80/10/10, redrawn each epoch, :meth:`set_epoch`) and
+    ``labels`` int64 [T] (``IGNORE_INDEX`` where not a target); no phrase positions, no sentence-image label
+    (the original's Flickr pre-training has only the masked-LM loss).
+
     Args:
         entities_root (str): Flickr30K Entities directory (``Sentences/``, ``Annotations/``, ``<split>.txt``;
             or BAN's data root holding ``Flickr30kEntities/``).
@@ -113,6 +118,7 @@ class Flickr30KDataset:
         feature_dim (int, optional): expected feature width before the spatial features.
         max_regions (int, optional): proposal cap.
         allow_unannotated_chains (bool): see :func:`load_grounded_captions`.
+        task (str): ``"grounding"`` or ``"mlm"``. mask_prob (float), seed (int): MLM corruption.
 
     Attributes:
         captions (list[Caption]): the examples. counts (Counter): kept and dropped phrases / captions.
@@ -124,7 +130,9 @@ class Flickr30KDataset:
 
     def __init__(self, entities_root, split, regions, tokenizer, max_seq_length=DEFAULT_MAX_SEQ_LENGTH,
                  add_spatial_features=True, iou_threshold=IOU_THRESHOLD, image_ids=None, feature_dim=None,
-                 max_regions=None, allow_unannotated_chains=False):
+                 max_regions=None, allow_unannotated_chains=False, task="grounding", mask_prob=0.15, seed=0):
+        if task not in ("grounding", "mlm"):
+            raise ValueError(f"task must be 'grounding' or 'mlm', got {task!r}")
         if image_ids is None:
             list_path = split_list_path(entities_root, split)
             image_ids = read_split_ids(list_path)
@@ -132,6 +140,9 @@ class Flickr30KDataset:
             list_path = None
             image_ids = [str(i) for i in image_ids]
         self.split = split
+        self.source = list_path or entities_root
+        self.image_ids = image_ids
+        self.task, self.mask_prob, self.seed, self.epoch = task, mask_prob, seed, 0
         self.store = open_region_store(regions, split=split, dim=feature_dim, max_regions=max_regions)
         missing = [i for i in image_ids if i not in self.store]
         if missing:
@@ -151,12 +162,17 @@ class Flickr30KDataset:
         return len(self.captions)
 
     def set_epoch(self, epoch):
-        """No-op (no random draws); present for the engine's dataset interface."""
+        """Sets the epoch (the MLM draws depend on it). Call before each epoch, in the main process."""
+        self.epoch = int(epoch)
+
+    def check_features(self):
+        """Raises :class:`MissingFeaturesError` for images without proposals (also done at construction)."""
+        self.store.check(self.image_ids, source=self.source)
 
     def __getitem__(self, index):
         caption = self.captions[index]
         try:
-            return self._example(caption)
+            return self._example(index, caption)
         except Exception as e:
             raise with_example_context(e, f"caption {caption.index} of image {caption.image_id} "
                                           f"({caption.source}:{caption.line})") from e
@@ -184,7 +200,7 @@ class Flickr30KDataset:
             positions.append(last)  # index last - 1 among the caption's wordpieces, + 1 for [CLS]
         return enc, np.asarray(positions, dtype=np.int64)
 
-    def _example(self, caption):
+    def _example(self, index, caption):
         regions = self.store[caption.image_id]
         enc, positions = self.phrase_positions(caption)
         visual = regions.features
@@ -197,6 +213,12 @@ class Flickr30KDataset:
                                           "features of boxes stored without them")
                 spatial = spatial_features(regions.boxes, annotation.width, annotation.height)
             visual = np.concatenate([visual, spatial], axis=1).astype(np.float32)
+        if self.task == "mlm":
+            rng = example_rng(self.seed, self.epoch, index)
+            input_ids, labels = self.text.mask(enc["input_ids"], enc["special_mask"], rng, self.mask_prob)
+            return {"input_ids": input_ids, "token_type_ids": enc["token_type_ids"], "visual_embeds": visual,
+                    "visual_token_type_ids": np.zeros(visual.shape[0], dtype=np.int64), "labels": labels,
+                    "image_id": caption.image_id, "caption_index": caption.index}
         labels = phrase_targets([p.boxes for p in caption.phrases], regions.boxes, self.iou_threshold)
         return {
             "input_ids": enc["input_ids"],
