@@ -148,11 +148,15 @@ class Hdf5RegionStore:
         state["_file"] = None
         return state
 
+    _pid = None
+
     def _open(self):
-        if self._file is None:
+        # HDF5 handles are not fork-safe: a DataLoader worker opens its own even if the parent had one open.
+        if self._file is None or self._pid != os.getpid():
             import h5py
 
             self._file = h5py.File(self.h5_path, "r")
+            self._pid = os.getpid()
         return self._file
 
     def __contains__(self, image_id):
