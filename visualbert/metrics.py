@@ -673,3 +673,221 @@ def vcr_metrics(answer_logits_or_preds=None, answer_labels=None, rationale_preds
             )
         out["q2ar"] = float(np.mean(a_ok & r_ok))
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Flickr30K Entities region-to-phrase grounding
+# ---------------------------------------------------------------------------------------------
+# As the original (``compute_score_with_logits_flickr`` and its evaluation loop in ``models/train.py``): a
+# phrase is a hit at K when one of its K best-scored proposals is a positive (IoU >= 0.5 with one of its
+# ground-truth boxes, i.e. a non-zero target); the denominator is every phrase with a ground-truth box,
+# including phrases none of whose proposals is positive; the upper bound is the fraction of phrases with at
+# least one positive proposal. Padding regions never rank before a real one.
+
+GROUNDING_KS = (1, 5, 10)
+
+
+def grounding_ranking(scores, valid=None):
+    """Proposal indices by decreasing score (ties: the lower index first), padding regions last.
+
+    Args:
+        scores (array-like): float [..., R] (logits, probabilities or any score).
+        valid (array-like, optional): bool/int [..., R] or broadcastable, 0 on padding regions.
+
+    Returns:
+        np.ndarray: int64 [..., R] ranked indices, and bool [..., R] whether each ranked index is a real region.
+    """
+    s = np.array(scores, dtype=np.float64, copy=True)
+    if valid is None:
+        valid = np.ones(s.shape, dtype=bool)
+    valid = np.broadcast_to(np.asarray(valid).astype(bool), s.shape)
+    s[~valid] = -np.inf
+    order = np.argsort(-s, axis=-1, kind="stable")
+    return order, np.take_along_axis(valid, order, axis=-1)
+
+
+def grounding_hits(scores, targets, valid=None, ks=GROUNDING_KS):
+    """Per-phrase hits at each K and whether the phrase has a positive proposal.
+
+    Args:
+        scores (array-like): float [N, R] per phrase.
+        targets (array-like): float/bool [N, R], > 0 on positive proposals.
+        valid (array-like, optional): [N, R] or [R], 0 on padding regions.
+        ks (tuple[int]): the K of R@K.
+
+    Returns:
+        tuple[dict[int, np.ndarray], np.ndarray]: K -> bool [N] hits, and bool [N] has-positive.
+    """
+    targets = np.asarray(targets)
+    order, real = grounding_ranking(scores, valid)
+    positive_ranked = (np.take_along_axis(targets, order, axis=-1) > 0) & real
+    hits = {int(k): positive_ranked[:, :k].any(axis=-1) for k in ks}
+    has_positive = (targets > 0).any(axis=-1) if valid is None else ((targets > 0) & np.broadcast_to(
+        np.asarray(valid).astype(bool), targets.shape)).any(axis=-1)
+    return hits, has_positive
+
+
+class GroundingEvaluator:
+    """Accumulates R@K, the upper bound and their per-type values over phrases.
+
+    A phrase with several types (``people/other``) counts in each of its types.
+
+    Args:
+        ks (tuple[int]): the K of R@K (1, 5, 10).
+    """
+
+    def __init__(self, ks=GROUNDING_KS):
+        self.ks = tuple(int(k) for k in ks)
+        self._hits = {k: [] for k in self.ks}
+        self._upper = []
+        self._types = []
+
+    def add(self, scores, targets, types=None, valid=None):
+        """Adds the phrases of one example.
+
+        Args:
+            scores (array-like): float [P, R] scores of its phrases over its proposals.
+            targets (array-like): float [P, R] targets (> 0 = positive).
+            types (list[list[str]], optional): per phrase its types.
+            valid (array-like, optional): [R] or [P, R], 0 on padding regions.
+        """
+        scores = np.asarray(scores)
+        if scores.ndim != 2 or np.shape(targets) != scores.shape:
+            raise ValueError(f"scores {scores.shape} and targets {np.shape(targets)} must both be [P, R]")
+        hits, upper = grounding_hits(scores, targets, valid, self.ks)
+        for k in self.ks:
+            self._hits[k].extend(hits[k].tolist())
+        self._upper.extend(upper.tolist())
+        if types is None:
+            types = [[] for _ in range(scores.shape[0])]
+        if len(types) != scores.shape[0]:
+            raise ValueError(f"{len(types)} type lists for {scores.shape[0]} phrases")
+        self._types.extend(tuple(t) for t in types)
+
+    def add_batch(self, scores, targets, region_to_phrase_position, visual_attention_mask, types=None):
+        """Adds a collated batch (padding phrases, position -1, and padding regions are left out).
+
+        Args:
+            scores (array-like): float [B, P, R] the model's logits.
+            targets (array-like): float [B, P, R] the batch ``labels``.
+            region_to_phrase_position (array-like): int [B, P], -1 on padding phrases.
+            visual_attention_mask (array-like): int [B, R].
+            types (list, optional): per example, per phrase, its types (the ``phrases`` metadata's ``types``).
+        """
+        scores, targets = np.asarray(scores), np.asarray(targets)
+        positions, mask = np.asarray(region_to_phrase_position), np.asarray(visual_attention_mask)
+        for b in range(scores.shape[0]):
+            real = positions[b] != -1
+            self.add(scores[b][real], targets[b][real], None if types is None else types[b], mask[b])
+
+    def __len__(self):
+        return len(self._upper)
+
+    @staticmethod
+    def _summary(hits, upper, ks):
+        n = len(upper)
+        out = {f"R@{k}": float(np.mean(hits[k])) if n else float("nan") for k in ks}
+        out["upper_bound"] = float(np.mean(upper)) if n else float("nan")
+        out["phrases"] = n
+        out["phrases_with_positive"] = int(np.sum(upper))
+        return out
+
+    def result(self):
+        """Returns the metrics.
+
+        Returns:
+            dict: ``R@1``, ``R@5``, ``R@10``, ``upper_bound`` (fractions), ``phrases``, ``phrases_with_positive``
+            and ``per_type`` (type -> the same keys), types sorted.
+        """
+        hits = {k: np.asarray(v, dtype=bool) for k, v in self._hits.items()}
+        upper = np.asarray(self._upper, dtype=bool)
+        out = self._summary(hits, upper, self.ks)
+        per_type = {}
+        for name in sorted({t for types in self._types for t in types}):
+            rows = np.array([name in types for types in self._types], dtype=bool)
+            per_type[name] = self._summary({k: hits[k][rows] for k in self.ks}, upper[rows], self.ks)
+        out["per_type"] = per_type
+        return out
+
+
+def grounding_prediction_records(scores, targets, region_boxes, phrases, image_id, caption_index, top=10, valid=None):
+    """JSON-ready prediction rows of one example, one per phrase.
+
+    Args:
+        scores (array-like): float [P, R] logits. targets (array-like): float [P, R].
+        region_boxes (array-like): float [R, 4] proposal boxes.
+        phrases (list[dict]): the dataset's ``phrases`` metadata (``text``, ``chain_id``, ``types``, ``boxes``).
+        image_id (str), caption_index (int): the example.
+        top (int): boxes kept per phrase.
+        valid (array-like, optional): [R], 0 on padding regions.
+
+    Returns:
+        list[dict]: ``image_id``, ``caption_index``, ``phrase``, ``chain_id``, ``types``, ``gt_boxes``, ``boxes``
+        (the ``top`` best proposals, best first), ``scores`` (their softmax probabilities over the real
+        proposals), ``positive`` (whether each is a positive), ``has_positive``.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    targets = np.asarray(targets)
+    boxes = np.asarray(region_boxes, dtype=np.float64).reshape(-1, 4)
+    real = np.ones(scores.shape[-1], dtype=bool) if valid is None else np.asarray(valid).astype(bool)
+    num_real = int(real.sum())
+    order, _ = grounding_ranking(scores, real)
+    rows = []
+    for p, phrase in enumerate(phrases):
+        ranked = scores[p][order[p][:num_real]]  # the real proposals, best first
+        probs = np.exp(ranked - ranked.max())
+        probs /= probs.sum()
+        keep = order[p][: min(top, num_real)]
+        rows.append({
+            "image_id": str(image_id), "caption_index": int(caption_index), "phrase": phrase["text"],
+            "chain_id": int(phrase["chain_id"]), "types": list(phrase["types"]),
+            "gt_boxes": [[float(v) for v in b] for b in phrase["boxes"]],
+            "boxes": [[round(float(v), 2) for v in boxes[i]] for i in keep],
+            "scores": [round(float(v), 6) for v in probs[: len(keep)]],
+            "positive": [bool(targets[p][i] > 0) for i in keep],
+            "has_positive": bool(((targets[p] > 0) & real).any()),
+        })
+    return rows
+
+
+def write_grounding_predictions(path, rows):
+    """Writes prediction rows (:func:`grounding_prediction_records`) as JSON lines, atomically."""
+    _atomic_write_text(path, "".join(json.dumps(r, sort_keys=True, default=_json_default) + "\n" for r in rows))
+
+
+def largest_box_scores(region_boxes, num_phrases):
+    """Baseline: every phrase picks the proposals by decreasing area.
+
+    Args:
+        region_boxes (array-like): float [R, 4]. num_phrases (int): P.
+
+    Returns:
+        np.ndarray: float64 [P, R] scores (the areas).
+    """
+    b = np.asarray(region_boxes, dtype=np.float64).reshape(-1, 4)
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return np.tile(area, (int(num_phrases), 1))
+
+
+def random_box_scores(num_regions, num_phrases, rng):
+    """Baseline: a random ranking of the proposals for every phrase.
+
+    Args:
+        num_regions (int): R. num_phrases (int): P. rng (np.random.Generator): the draw.
+
+    Returns:
+        np.ndarray: float64 [P, R] uniform scores.
+    """
+    return rng.random((int(num_phrases), int(num_regions)))
+
+
+__all__ += [
+    "GROUNDING_KS",
+    "GroundingEvaluator",
+    "grounding_hits",
+    "grounding_prediction_records",
+    "grounding_ranking",
+    "largest_box_scores",
+    "random_box_scores",
+    "write_grounding_predictions",
+]

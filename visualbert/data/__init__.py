@@ -54,3 +54,21 @@ __all__ = [
     "read_vcr_jsonl",
     "vcr_image_key",
 ]
+
+# Flickr30K Entities grounding (kept apart from the lists above so that merges stay simple)
+from .flickr30k import Flickr30KDataset, box_iou, phrase_targets  # noqa: E402
+from .flickr30k_entities import load_grounded_captions, parse_caption, read_annotation, read_captions  # noqa: E402
+from .regions import BoxedFeatureStore, Hdf5RegionStore, open_region_store  # noqa: E402
+
+__all__ += [
+    "BoxedFeatureStore",
+    "Flickr30KDataset",
+    "Hdf5RegionStore",
+    "box_iou",
+    "load_grounded_captions",
+    "open_region_store",
+    "parse_caption",
+    "phrase_targets",
+    "read_annotation",
+    "read_captions",
+]

@@ -16,6 +16,7 @@ TENSOR_KEYS = (
     "image_text_alignment",
     "labels",
     "sentence_image_labels",
+    "region_to_phrase_position",
 )
 
 
@@ -34,6 +35,25 @@ def _is_mlm_labels(labels, input_ids):
     return labels.ndim >= 1 and np.issubdtype(labels.dtype, np.integer) and labels.shape == np.shape(input_ids)
 
 
+def _pad_grounding(samples, num_regions):
+    """Phrase positions [B, P] (``ALIGNMENT_PAD``) and region targets [B, P, R] (0) of grounding samples."""
+    positions = [np.asarray(s["region_to_phrase_position"], dtype=np.int64).reshape(-1) for s in samples]
+    P = max(len(p) for p in positions)
+    padded_positions = np.full((len(samples), P), ALIGNMENT_PAD, dtype=np.int64)
+    labels = np.zeros((len(samples), P, num_regions), dtype=np.float32)
+    for b, (s, p) in enumerate(zip(samples, positions)):
+        padded_positions[b, : len(p)] = p
+        if "labels" in s:
+            target = np.asarray(s["labels"], dtype=np.float32)
+            if target.shape[0] != len(p):
+                raise ValueError(f"sample {b} has {len(p)} phrase positions but labels of shape {target.shape}")
+            labels[b, : target.shape[0], : target.shape[1]] = target
+    out = {"region_to_phrase_position": padded_positions}
+    if "labels" in samples[0]:
+        out["labels"] = labels
+    return out
+
+
 class Collator:
     """Batches dataset samples (dicts of numpy values).
 
@@ -49,6 +69,9 @@ class Collator:
       ``IGNORE_INDEX`` over text padding and every region position; other labels are stacked (VQA float32
       [B, num_answers], NLVR2/VCR int64 [B]);
     * ``sentence_image_labels`` int64 [B];
+    * grounding (samples with ``region_to_phrase_position`` int [P_i] and ``labels`` float [P_i, R_i]):
+      ``region_to_phrase_position`` int64 [B, P] padded with ``ALIGNMENT_PAD`` (-1), ``labels`` float32
+      [B, P, R] zero on padding phrases and regions (P the most phrases of the batch);
     * every other key (``question_id``, ``identifier``, ``answers``...) becomes a plain list.
 
     Keys present in only some samples of a batch raise ``ValueError``.
@@ -134,7 +157,9 @@ class Collator:
                 align[b, ..., : a.shape[-2], : a.shape[-1]] = a
             out["image_text_alignment"] = align
 
-        if "labels" in keys:
+        if "region_to_phrase_position" in keys:
+            out.update(_pad_grounding(samples, R))
+        elif "labels" in keys:
             if _is_mlm_labels(samples[0]["labels"], samples[0]["input_ids"]):
                 labels = np.full((B, T + R), IGNORE_INDEX, dtype=np.int64)
                 for b, s in enumerate(samples):
