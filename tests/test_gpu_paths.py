@@ -378,3 +378,31 @@ def test_prepare_keeps_the_frozen_pooler_fp32_and_uses_master_grad(monkeypatch):
     seen.clear()
     assert accel.prepare(model, optimizer, accel.AmpConfig(enabled=True, level="O1")) == (model, optimizer)
     assert not seen  # O1 decorates nothing
+
+
+# ------------------------------------------------------------------------------------------ predictor device
+class RecordingConfig:
+    def __init__(self):
+        self.calls = []
+
+    def __getattr__(self, name):
+        return lambda *args: self.calls.append((name,) + args)
+
+
+def test_predictor_takes_the_gpu_when_paddle_sees_one(monkeypatch):
+    from visualbert import inference
+
+    monkeypatch.setattr(paddle.device, "is_compiled_with_cuda", lambda: False)
+    assert inference.resolve_device("auto") == "cpu"
+    with pytest.raises(ValueError, match="sees no GPU"):
+        inference.resolve_device("gpu")
+    with pytest.raises(ValueError, match="must be one of"):
+        inference.resolve_device("tpu")
+    monkeypatch.setattr(paddle.device, "is_compiled_with_cuda", lambda: True)
+    monkeypatch.setattr(paddle.device.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(paddle.device, "get_device", lambda: "gpu:1")
+    assert inference.resolve_device("auto") == "gpu:1" and inference.resolve_device("cpu") == "cpu"
+    gpu = inference.configure_device(RecordingConfig(), "gpu:1")
+    assert gpu.calls == [("enable_use_gpu", inference.GPU_MEMORY_POOL_MB, 1)]
+    cpu = inference.configure_device(RecordingConfig(), "cpu", threads=3)
+    assert cpu.calls == [("disable_gpu",), ("set_cpu_math_library_num_threads", 3), ("disable_mkldnn",)]
