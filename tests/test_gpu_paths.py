@@ -406,3 +406,15 @@ def test_predictor_takes_the_gpu_when_paddle_sees_one(monkeypatch):
     assert gpu.calls == [("enable_use_gpu", inference.GPU_MEMORY_POOL_MB, 1)]
     cpu = inference.configure_device(RecordingConfig(), "cpu", threads=3)
     assert cpu.calls == [("disable_gpu",), ("set_cpu_math_library_num_threads", 3), ("disable_mkldnn",)]
+
+
+def test_loss_window_reads_the_mean_once():
+    window = accel.LossWindow()
+    losses = [0.5, 1.25, 2.0]
+    for value in losses:
+        window.add(paddle.to_tensor(value, stop_gradient=False) * 1.0)
+    mean, count = window.read()
+    assert count == 3 and mean == pytest.approx(np.mean(losses))
+    assert window.read() == (None, 0)
+    window.add(paddle.to_tensor(4.0).astype("bfloat16"))
+    assert window.read() == (4.0, 1)

@@ -217,6 +217,35 @@ def to_float32_numpy(value):
     return np.asarray(value)
 
 
+class LossWindow:
+    """Sum of the training losses since the last log, kept ON THE DEVICE: ``float(loss)`` every micro-batch waits
+    for the GPU to finish it (one host-device sync per micro-batch); :meth:`read` syncs once per
+    ``logging_steps``.
+
+    Example::
+
+        window = accel.LossWindow()
+        window.add(loss)                       # every micro-batch: no sync
+        if step % logging_steps == 0:
+            mean_loss, batches = window.read()  # one sync; the window restarts
+    """
+
+    def __init__(self):
+        self.total, self.count = None, 0
+
+    def add(self, loss):
+        """Adds a 0-D loss tensor (detached, summed in float32)."""
+        value = loss.detach().astype("float32")
+        self.total = value if self.total is None else self.total + value
+        self.count += 1
+
+    def read(self):
+        """``(mean loss as a python float or None when empty, number of losses)``, then empties the window."""
+        total, count = self.total, self.count
+        self.total, self.count = None, 0
+        return (float(total) / count if count else None), count
+
+
 # Parameters a head's forward leaves without a gradient (by structured-name prefix), given the batch keys of
 # training: DataParallel must then run with find_unused_parameters=True (an extra graph traversal and all-reduce
 # bookkeeping every step); the other heads use every parameter.
@@ -345,4 +374,4 @@ def match_dtypes(state, model):
 __all__ = ["AmpConfig", "add_accel_arguments", "resolve_amp", "resolve_fused_attention", "set_fused_attention",
            "prepare", "autocast", "grad_scaler", "backward", "step", "backward_and_step", "fp32_state_dict",
            "match_dtypes", "on_gpu", "float32_layers", "sdpa_attention_mask", "to_float32_numpy",
-           "needs_find_unused_parameters"]
+           "needs_find_unused_parameters", "LossWindow"]
