@@ -15,7 +15,6 @@ import pytest
 
 import visualbert  # noqa: F401
 import paddle
-import paddle.nn.functional as F
 from paddle.base import core
 from paddle.nn.attention.sdpa import SDPBackend
 from paddle.nn.functional import sdpa as sdpa_module
