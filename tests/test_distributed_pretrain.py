@@ -1,5 +1,6 @@
-"""MLM-only task pretraining (VQA2) with two gloo CPU processes: several steps with and without gradient
-accumulation, both ranks end identical and equal to one process that sees the same examples.
+"""Two gloo CPU processes train every head for several steps and end identical to each other and to one process
+that sees the same examples: MLM-only task pretraining (VQA2) with and without gradient accumulation, COCO
+caption pretraining (MLM + sentence-image matching), VQA, VCR (NLVR2: tests/test_distributed.py).
 
 The single-process reference is batch B with twice the accumulation, not batch 2B: the MLM loss is a mean over
 each batch's masked tokens, and data parallelism averages the per-rank means (as the original release's
@@ -29,16 +30,26 @@ MODEL = ["--hidden_size", "32", "--num_hidden_layers", "1", "--num_attention_hea
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("synth_pre"))
-    generate(out, tasks=("vqa",), num_images=6, questions_per_image=3, regions=3, vqa_dim=32)
+    generate(out, tasks=("vqa", "vcr"), num_images=10, questions_per_image=2, regions=3, vqa_dim=32, vcr_dim=32,
+             vcr_examples=12)
     return out
 
 
-def run(synth, out, nproc, batch, steps, accum, tmp_path):
+def task_args(synth, task):
+    return {"vqa2_pretrain": ["run_pretrain.py", "--dataset", "vqa2", "--data_dir", f"{synth}/vqa2/imdb",
+                              "--features", f"{synth}/detectron_fix_100", "--train_split", "train", "--eval_split",
+                              "val"],
+            "coco_pretrain": ["run_pretrain.py", "--dataset", "coco_captions", "--data_dir",
+                              f"{synth}/coco/annotations", "--features", f"{synth}/detectron_fix_100"],
+            "vqa2": ["VQA2/run_vqa2.py", "--imdb_dir", f"{synth}/vqa2/imdb", "--features", f"{synth}/detectron_fix_100",
+                     "--train_split", "train", "--eval_split", "val"],
+            "vcr": ["VCR/run_vcr.py", "--data_dir", f"{synth}/vcr", "--features", f"{synth}/vcr/features"]}[task]
+
+
+def run(synth, out, nproc, batch, steps, accum, tmp_path, task="vqa2_pretrain"):
     dump, log_dir = str(tmp_path / f"dump_{nproc}_{accum}"), str(tmp_path / f"log_{nproc}_{accum}")
-    script = ["run_pretrain.py", "--dataset", "vqa2", "--data_dir", f"{synth}/vqa2/imdb", "--features",
-              f"{synth}/detectron_fix_100", "--train_split", "train", "--eval_split", "val", "--output_dir", out,
-              "--batch_size", str(batch), "--max_steps", str(steps), "--eval_steps", "1000",
-              "--gradient_accumulation_steps", str(accum)] + MODEL
+    script = task_args(synth, task) + ["--output_dir", out, "--batch_size", str(batch), "--max_steps", str(steps),
+                                       "--eval_steps", "1000", "--gradient_accumulation_steps", str(accum)] + MODEL
     if nproc == 1:
         cmd = [sys.executable] + script
     else:
@@ -71,3 +82,23 @@ def test_mlm_only_pretraining_two_processes_equal_one(synth, tmp_path, accum):
                                                                 "model_state.pdparams")).items()}
     key = "cls.predictions.transform.dense.weight"
     assert not np.allclose(first[key], one[key])
+
+
+@pytest.mark.parametrize("task,reference", [
+    ("coco_pretrain", "accumulation"),  # the MLM part is a per-batch token mean
+    ("vqa2", "double_batch"),           # per-example means: 2 x B = 1 x 2B exactly
+    ("vcr", "double_batch"),
+])
+def test_every_head_two_processes_equal_one(synth, tmp_path, task, reference):
+    if reference == "double_batch":
+        (one,) = run(synth, str(tmp_path / "one"), 1, 4, 2, 1, tmp_path, task)
+    else:
+        (one,) = run(synth, str(tmp_path / "one"), 1, 2, 2, 2, tmp_path, task)
+    r0, r1 = run(synth, str(tmp_path / "two"), 2, 2, 2, 1, tmp_path, task)
+    for k in r0:
+        np.testing.assert_array_equal(r0[k], r1[k], err_msg=k)
+    for k in one:
+        np.testing.assert_allclose(r0[k], one[k], rtol=1e-4, atol=1e-5, err_msg=k)
+    first = {k: v.numpy() for k, v in paddle.load(os.path.join(str(tmp_path / "one"), "step_1",
+                                                                "model_state.pdparams")).items()}
+    assert any(not np.allclose(first[k], one[k]) for k in one)
