@@ -6,8 +6,9 @@
 #   2. the prediction loop under bf16 / fp16 autocast gives the float32 predictions;
 #   3. a 2-GPU MLM-only task pretraining run of 3 steps (needs 2 visible GPUs; SKIP otherwise), then its step-2
 #      checkpoint resumed on ONE GPU (RNG state across device counts);
-#   4. an O2 (bf16, fp16 before Ampere) NLVR2 run with a frozen pooler: save at step 2, resume to step 4 in a
-#      new directory, weights equal the uninterrupted run's and every saved weight is float32.
+#   4. an O2 (bf16, fp16 before Ampere) NLVR2 run with a frozen pooler and 2 accumulated micro-batches (fp32
+#      master gradients): save at step 2, resume to step 4 in a new directory, weights equal the uninterrupted
+#      run's, every saved weight is float32 and the pooler was never rounded to low precision.
 # Exit status 0 when nothing FAILed. Env: PYTHON (default python), GPUS (default 0,1), KEEP=1 keeps the work dir.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -66,7 +67,8 @@ fi
 
 # 4: O2 save / resume round trip with a frozen pooler (fp32 weights on disk, resumed run = uninterrupted run).
 O2=(NLVR2/run_nlvr2.py --data_dir "$WORK/data/nlvr2" --features "$WORK/data/detectron_fix_144" --batch_size 4
-    --max_steps 4 --save_steps 2 --eval_steps 4 --use_amp --amp_level O2 --amp_dtype "$DTYPE" --freeze_pooler "${TINY[@]}")
+    --max_steps 4 --save_steps 2 --eval_steps 4 --gradient_accumulation_steps 2 --use_amp --amp_level O2
+    --amp_dtype "$DTYPE" --freeze_pooler "${TINY[@]}")
 export CUDA_VISIBLE_DEVICES="${GPUS%%,*}"
 if run "$WORK/o2a.log" "$PY" "${O2[@]}" --output_dir "$WORK/o2a" \
    && run "$WORK/o2b.log" "$PY" "${O2[@]}" --output_dir "$WORK/o2b" --resume_from "$WORK/o2a/step_2"; then

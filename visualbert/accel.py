@@ -9,7 +9,8 @@ Typical use in a training loop::
     accel.add_accel_arguments(parser)     # --use_amp --amp_level --amp_dtype --scale_loss --fused_attention
     amp = accel.AmpConfig.from_args(args)
     accel.set_fused_attention(model, accel.resolve_fused_attention(args.fused_attention))
-    model, optimizer = accel.prepare(model, optimizer, amp)  # O2: fp16/bf16 weights + fp32 master weights
+    model, optimizer = accel.prepare(model, optimizer, amp,  # O2: fp16/bf16 weights + fp32 master weights
+                                     keep_float32=accel.float32_layers(model, freeze_pooler))
     scaler = accel.grad_scaler(amp)
     for batch in loader:
         with accel.autocast(amp):
