@@ -2,7 +2,7 @@
 
     from visualbert.inference import export_model, Predictor
     export_model(model, "export/vqa")                 # paddle.jit.save, dynamic batch / text / region dims
-    predictor = Predictor("export/vqa")               # paddle.inference, CPU threads from OMP_NUM_THREADS
+    predictor = Predictor("export/vqa")               # paddle.inference: the GPU when there is one, else CPU
     logits = predictor.run(batch)["logits"]          # batch: dict of numpy arrays named like the model args
 
 The exported program takes ``input_ids, attention_mask, token_type_ids, visual_embeds,
@@ -108,30 +108,70 @@ def _model_files(model_dir):
     raise FileNotFoundError(f"{model_dir!r} has no {MODEL_PREFIX}.json/.pdmodel (write it with tools/export_model.py)")
 
 
+DEVICES = ("auto", "cpu", "gpu")
+GPU_MEMORY_POOL_MB = 256  # initial pool; paddle.inference grows it as needed
+
+
+def resolve_device(device="auto"):
+    """``"cpu"`` or ``"gpu:<id>"`` for a predictor: ``auto`` takes the GPU this process runs on (``gpu:0`` unless
+    ``paddle.set_device`` / the launcher chose another) when Paddle is built with CUDA and sees one.
+
+    Raises:
+        ValueError: unknown choice, or ``gpu`` asked on a CPU-only build / machine.
+    """
+    import paddle
+
+    if device not in DEVICES and not str(device).startswith("gpu:"):
+        raise ValueError(f"predictor device must be one of {DEVICES} or gpu:<id>, got {device!r}")
+    has_gpu = paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+    if device == "cpu" or (device == "auto" and not has_gpu):
+        return "cpu"
+    if not has_gpu:
+        raise ValueError(f"predictor device {device!r} asked, but this Paddle build sees no GPU "
+                         "(pip install paddlepaddle-gpu, or pass --device cpu)")
+    if str(device).startswith("gpu:"):
+        return device
+    current = paddle.device.get_device()
+    return current if current.startswith("gpu:") else "gpu:0"
+
+
+def configure_device(config, device, threads=None, use_mkldnn=False):
+    """Puts ``paddle.inference.Config`` ``config`` on ``device`` (:func:`resolve_device` output): the GPU with a
+    memory pool, or the CPU with ``threads`` math threads (default ``OMP_NUM_THREADS``, set by
+    :mod:`visualbert.runtime`) and oneDNN on or off."""
+    if device.startswith("gpu"):
+        config.enable_use_gpu(GPU_MEMORY_POOL_MB, int(device.partition(":")[2] or 0))
+        return config
+    config.disable_gpu()
+    config.set_cpu_math_library_num_threads(int(threads or os.environ.get("OMP_NUM_THREADS") or runtime.default_threads()))
+    if use_mkldnn:
+        config.enable_mkldnn()
+    else:
+        config.disable_mkldnn()
+    return config
+
+
 class Predictor:
     """A ``paddle.inference`` predictor over an exported model directory.
 
     Args:
         model_dir (str): written by :func:`export_model` / ``tools/export_model.py``.
         threads (int, optional): CPU math threads (default ``OMP_NUM_THREADS``, set by :mod:`visualbert.runtime`).
-        use_mkldnn (bool): oneDNN kernels and fusions. Default off: on this port's shapes the MKL path of the
+        use_mkldnn (bool): oneDNN kernels and fusions (CPU). Default off: on this port's shapes the MKL path of the
             plain predictor was measured faster (see bench/bench_model.py ``--predictor-mkldnn``).
         ir_optim (bool): graph optimisation passes (fc/bias/LayerNorm fusions).
+        device (str): ``auto`` (the GPU when Paddle sees one, else CPU), ``cpu``, ``gpu`` or ``gpu:<id>``.
     """
 
-    def __init__(self, model_dir, threads=None, use_mkldnn=False, ir_optim=True):
+    def __init__(self, model_dir, threads=None, use_mkldnn=False, ir_optim=True, device="auto"):
         import paddle.inference as pi
 
         with open(os.path.join(model_dir, EXPORT_META)) as f:
             self.meta = json.load(f)
         model_file, params_file = _model_files(model_dir)
         config = pi.Config(model_file, params_file)
-        config.disable_gpu()
-        config.set_cpu_math_library_num_threads(int(threads or os.environ.get("OMP_NUM_THREADS") or runtime.default_threads()))
-        if use_mkldnn:
-            config.enable_mkldnn()
-        else:
-            config.disable_mkldnn()
+        self.device = resolve_device(device)
+        configure_device(config, self.device, threads, use_mkldnn)
         config.switch_ir_optim(ir_optim)
         config.disable_glog_info()
         self.config = config
@@ -159,4 +199,5 @@ class Predictor:
     __call__ = run
 
 
-__all__ = ["export_model", "to_static_model", "Predictor", "FEED_NAMES", "EXPORTABLE"]
+__all__ = ["export_model", "to_static_model", "Predictor", "FEED_NAMES", "EXPORTABLE", "resolve_device",
+           "configure_device"]

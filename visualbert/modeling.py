@@ -20,6 +20,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from .accel import sdpa_attention_mask
 from .atomic import atomic_path
 from .configuration import VisualBertConfig
 from .constants import ALIGNMENT_PAD, IGNORE_INDEX
@@ -285,6 +286,7 @@ class VisualBertSelfAttention(nn.Layer):
         query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
         if attention_mask is not None and attention_mask.dtype != query.dtype:
             attention_mask = attention_mask.astype(query.dtype)
+        attention_mask = sdpa_attention_mask(attention_mask, self.num_attention_heads, length)
         p = self.dropout.p if self.training else 0.0
         context = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=p,
                                                  training=self.training)
@@ -668,12 +670,21 @@ class VisualBertForPreTraining(VisualBertPreTrainedModel):
 
         Returns:
             ModelOutput: ``prediction_logits`` float [B, L, vocab], ``seq_relationship_logits`` float [B, 2],
-            ``loss`` (MLM cross-entropy + sentence-image cross-entropy, over whichever labels are given).
+            ``loss`` (MLM cross-entropy + sentence-image cross-entropy, over whichever labels are given). In
+            training mode with labels, only the logits of the objectives that have labels are computed and returned.
         """
         outputs = self.visual_bert(input_ids, attention_mask, token_type_ids, position_ids, visual_embeds,
                                    visual_attention_mask, visual_token_type_ids, image_text_alignment,
                                    **_backbone_kwargs(kwargs))
-        prediction_logits, seq_relationship_logits = self.cls(outputs.last_hidden_state, outputs.pooler_output)
+        # DataParallel(find_unused_parameters=True) marks as used every parameter reachable from the returned
+        # tensors: an output the loss does not use (seq_relationship_logits in MLM-only training) leaves its
+        # parameters waiting for gradients that never come, and the gradient all-reduce never runs.
+        only_what_the_loss_uses = self.training and (labels is not None or sentence_image_labels is not None)
+        prediction_logits = seq_relationship_logits = None
+        if labels is not None or not only_what_the_loss_uses:
+            prediction_logits = self.cls.predictions(outputs.last_hidden_state)
+        if sentence_image_labels is not None or not only_what_the_loss_uses:
+            seq_relationship_logits = self.cls.seq_relationship(outputs.pooler_output)
         loss = None
         if labels is not None:
             total = prediction_logits.shape[1]

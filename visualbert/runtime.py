@@ -64,16 +64,33 @@ def cpu_vendor():
     return ""
 
 
-def default_threads():
+def local_process_count(environ=None):
+    """Processes of this job on this machine: ``PADDLE_LOCAL_SIZE`` (set by ``python -m paddle.distributed.launch``
+    for every process it starts), else ``PADDLE_TRAINERS_NUM`` (older launchers, single node), else 1."""
+    environ = os.environ if environ is None else environ
+    for var in ("PADDLE_LOCAL_SIZE", "PADDLE_TRAINERS_NUM"):
+        try:
+            value = int(environ.get(var, ""))
+        except ValueError:
+            continue
+        if value > 0:
+            return value
+    return 1
+
+
+def default_threads(environ=None):
+    """Math threads per process: the cores (or cgroup quota) divided among the job's processes on this machine,
+    at least 1 (N launched ranks each taking every core would run N x cores threads)."""
     cores = available_cores()
     limit = _cgroup_cpu_limit()
-    return min(cores, limit) if limit else cores
+    total = min(cores, limit) if limit else cores
+    return max(1, total // local_process_count(environ))
 
 
-def recommended_environment():
-    """The defaults for this machine: thread counts = available cores, the MKL code-path override on AMD, and
+def recommended_environment(environ=None):
+    """The defaults for this machine: thread counts = available cores / local processes, the MKL code-path override on AMD, and
     Paddle's stride (view) kernels off (see the module docstring)."""
-    env = {var: str(default_threads()) for var in THREAD_VARIABLES}
+    env = {var: str(default_threads(environ)) for var in THREAD_VARIABLES}
     env[STRIDE_FLAG] = "0"
     if cpu_vendor() == "AuthenticAMD":
         env["MKL_DEBUG_CPU_TYPE"] = "5"
@@ -93,7 +110,7 @@ def apply_cpu_defaults(environ=None):
     if environ.get(OPT_OUT, "").strip() not in ("", "0"):
         report["skipped"] = True
         return report
-    for var, value in recommended_environment().items():
+    for var, value in recommended_environment(environ).items():
         if var in environ:
             report["kept"][var] = environ[var]
         else:
