@@ -2,6 +2,11 @@
 
     python checkpoint/convert.py --src /path/to/uclanlp/visualbert-vqa --dst checkpoint/visualbert-vqa
     python checkpoint/convert.py --src vqa_fine_tuned.th --name visualbert-vqa --dst checkpoint/visualbert-vqa
+    python checkpoint/convert.py --src vcr_fine_tuned.th --name visualbert-vcr --dst checkpoint/visualbert-vcr
+
+An original VCR .th keeps its detector.* weights: the result (VisualBertForVCR / VisualBertForVCRPreTraining)
+computes its region features from the VCR images. HF VCR directories have no detector; they convert into the
+plain head class (precomputed 512-d features), and the report says so.
 
 The output holds config.json and model_state.pdparams and loads with
 ``visualbert.load_pretrained(DST)`` (or ``<HeadClass>.from_pretrained(DST)``).
@@ -14,7 +19,19 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from visualbert.conversion import checkpoint_names, convert_checkpoint  # noqa: E402
+from visualbert.conversion import checkpoint_names, convert_checkpoint, convert_vcr_checkpoint  # noqa: E402
+from visualbert.configuration import CONFIG_NAME  # noqa: E402
+
+
+def _is_vcr(src, name):
+    """A released VCR name, or an HF directory whose config is the multiple-choice (VCR) head."""
+    if name is not None:
+        return name.startswith("visualbert-vcr")
+    config_path = os.path.join(src, CONFIG_NAME)
+    if os.path.isdir(src) and os.path.isfile(config_path):
+        with open(config_path) as f:
+            return "VisualBertForMultipleChoice" in (json.load(f).get("architectures") or [])
+    return False
 
 
 def main(argv=None):
@@ -25,12 +42,15 @@ def main(argv=None):
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --dst")
     args = parser.parse_args(argv)
     try:
-        report = convert_checkpoint(args.src, args.dst, name=args.name, overwrite=args.overwrite)
+        convert = convert_vcr_checkpoint if _is_vcr(args.src, args.name) else convert_checkpoint
+        report = convert(args.src, args.dst, name=args.name, overwrite=args.overwrite)
     except (FileNotFoundError, FileExistsError, KeyError, ValueError, ImportError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"convert.py: error: {message}", file=sys.stderr)
         return 2
     print(json.dumps({k: v for k, v in report.items() if k != "transposed"}, indent=2))
+    if report.get("note"):
+        print(f"note: {report['note']}")
     print(f"wrote {args.dst} ({len(report['transposed'])} Linear weights transposed)")
     return 0
 
