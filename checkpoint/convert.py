@@ -27,10 +27,11 @@ def _is_vcr(src, name):
     """A released VCR name, or an HF directory whose config is the multiple-choice (VCR) head."""
     if name is not None:
         return name.startswith("visualbert-vcr")
-    config_path = os.path.join(src, CONFIG_NAME)
-    if os.path.isdir(src) and os.path.isfile(config_path):
+    config_path = os.path.join(src if os.path.isdir(src) else os.path.dirname(os.path.abspath(src)), CONFIG_NAME)
+    if os.path.isfile(config_path):
         with open(config_path) as f:
-            return "VisualBertForMultipleChoice" in (json.load(f).get("architectures") or [])
+            architectures = json.load(f).get("architectures") or []
+        return bool(set(architectures) & {"VisualBertForMultipleChoice", "VisualBertForVCR", "VisualBertForVCRPreTraining"})
     return False
 
 

@@ -520,17 +520,27 @@ def convert_vcr_checkpoint(src, dst, name=None, overwrite=False):
     if not os.path.exists(src):
         raise FileNotFoundError(f"source checkpoint {src!r} does not exist")
     raw = load_weights_file(src) if os.path.isfile(src) else None
-    if raw is None or not any(k.startswith("detector.") for k in raw):
+    sibling = os.path.join(os.path.dirname(os.path.abspath(src)), CONFIG_NAME)
+    config = VisualBertConfig.from_pretrained(sibling) if name is None and os.path.isfile(sibling) else None
+    architecture = (config.architectures or [""])[0] if config is not None else None
+    has_detector = raw is not None and any(k.startswith("detector.") for k in raw)
+    if not has_detector or architecture in ("VisualBertForMultipleChoice", "VisualBertForPreTraining"):
         report = convert_checkpoint(src, dst, name=name, overwrite=overwrite)
         report["detector"] = False
-        report["note"] = (f"{src} has no detector.* weights: {report['architecture']} reads precomputed 512-d "
-                          "region features (visual_embeds), not images")
+        why = (f"{sibling} names {architecture}, so the detector.* weights were left out" if has_detector
+               else f"{src} has no detector.* weights")
+        report["note"] = f"{why}: {report['architecture']} reads precomputed 512-d region features, not images"
         return report
-    if name not in VCR_CHECKPOINT_ARCHITECTURES:
+    if config is not None:  # a config.json beside the file (small or custom models)
+        if architecture not in VCR_CHECKPOINT_ARCHITECTURES.values():
+            raise ValueError(f"{sibling} names {architecture!r}, but {src} holds detector.* weights: expected one "
+                             f"of {sorted(set(VCR_CHECKPOINT_ARCHITECTURES.values()))}")
+    elif name in VCR_CHECKPOINT_ARCHITECTURES:
+        architecture = VCR_CHECKPOINT_ARCHITECTURES[name]
+        config = config_for_checkpoint(name)
+    else:
         raise ValueError(f"{src} holds detector.* weights (a VCR checkpoint); pass --name, one of "
                          f"{', '.join(VCR_CHECKPOINT_ARCHITECTURES)}")
-    architecture = VCR_CHECKPOINT_ARCHITECTURES[name]
-    config = config_for_checkpoint(name)
     converted, model = convert_vcr_state_dict(raw, config, architecture)
     parent = os.path.dirname(dst)
     os.makedirs(parent, exist_ok=True)
