@@ -165,10 +165,17 @@ def test_complete_shuffle_slots(tok, tmp_path):
                               original_shuffle_slot=False)
     assert texts(uniform, 9) == texts(original, 8)
     assert len({texts(uniform, i) for i in range(8, 16)}) > 1
-    s = uniform[12]  # text 4: the first QA->R text; its label is rationale_label == 0
+    pretraining = VCRImageDataset(paths["train"], paths["image_dir"], tok, complete_shuffle=True,
+                                  include_qa_and_qar=True, original_shuffle_slot=False, pretraining=True)
+    s = pretraining[12]  # text 4: the first QA->R text; its label is rationale_label == 0
     with open(paths["train"]) as f:
         row = json.loads(f.readlines()[1])
     assert int(s["sentence_image_labels"]) == int(row["rationale_label"] == 0)
+    plain = uniform[12]["input_ids"]
+    targets = s["labels"] != -100
+    assert s["labels"].shape == plain.shape and (s["labels"][targets] == plain[targets]).all()
+    assert not targets[plain == tok.convert_tokens_to_ids("[CLS]")].any()
+    assert (s["input_ids"][~targets] == plain[~targets]).all()
 
 
 def test_collate_pads_boxes_with_minus_one(tok, tmp_path):

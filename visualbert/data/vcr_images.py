@@ -41,6 +41,7 @@ import numpy as np
 from ..constants import ALIGNMENT_PAD
 from .errors import DataFormatError, with_example_context
 from .io_utils import read_jsonl
+from .masking import mask_tokens, random_token_candidates
 
 # vcr_data_utils.py's list, 'Peyton' twice included: the name index is count % 15.
 GENDER_NEUTRAL_NAMES = ['Casey', 'Riley', 'Jessie', 'Jackie', 'Avery', 'Jaime', 'Peyton', 'Kerry', 'Jody', 'Kendall',
@@ -318,13 +319,18 @@ class VCRImageDataset:
             ``index % 8`` (each text once).
         answer_labels (array, optional): int [N] answers to condition QA->R on instead of ``answer_label`` (the
             original's ``answer_labels_path``: Q->A predictions on test).
-        train (bool): random padding offsets (R2C: ``random_pad=is_train``), seeded by ``seed``, epoch and index.
-        seed (int): see ``train``.
+        pretraining (bool): with ``complete_shuffle``, masked-LM targets (``masked_lm_prob`` of the WordPieces,
+            80/10/10 as BERT; never [CLS]/[SEP]) in ``labels`` and ``is_correct`` of the text as
+            ``sentence_image_labels`` (the original's ``is_random_next`` for VCR pre-training).
+        masked_lm_prob (float): 0.15 as the original.
+        train (bool): random padding offsets (R2C: ``random_pad=is_train``).
+        seed (int): seeds the padding offsets and the masking, with the epoch and the index.
     """
 
     def __init__(self, annotation_file, image_dir, tokenizer, mode="qa", max_seq_length=128,
                  only_use_relevant_dets=True, add_all_features=True, expand_answers=False, complete_shuffle=False,
-                 include_qa_and_qar=False, original_shuffle_slot=True, answer_labels=None, train=False, seed=0):
+                 include_qa_and_qar=False, original_shuffle_slot=True, answer_labels=None, pretraining=False,
+                 masked_lm_prob=0.15, train=False, seed=0):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if expand_answers and mode != "qar":
@@ -350,7 +356,13 @@ class VCRImageDataset:
                 raise ValueError(f"answer_labels has shape {list(answer_labels.shape)}, expected [{len(self.rows)}] "
                                  f"(one per line of {annotation_file})")
         self.answer_labels = answer_labels
-        self.cls_id, self.sep_id, self.pad_id = tokenizer.convert_tokens_to_ids(["[CLS]", "[SEP]", "[PAD]"])
+        if pretraining and not complete_shuffle:
+            raise ValueError("pretraining builds one text per example: it needs complete_shuffle=True")
+        self.pretraining = pretraining
+        self.masked_lm_prob = float(masked_lm_prob)
+        self.cls_id, self.sep_id, self.pad_id, self.mask_id = tokenizer.convert_tokens_to_ids(
+            ["[CLS]", "[SEP]", "[PAD]", "[MASK]"])
+        self._candidates = random_token_candidates(tokenizer) if pretraining else None
 
     def set_epoch(self, epoch):
         self.epoch = int(epoch)
@@ -520,10 +532,8 @@ class VCRImageDataset:
                 raise DataFormatError(f"expected {NUM_CHOICES} {field}, got {len(item[field])}")
         used, old_to_new = select_detections(item, self.mode, self.only_use_relevant_dets, self.add_all_features,
                                              self.include_qa_and_qar and self.complete_shuffle)
-        rng = None
-        if self.train:
-            entropy = [self.seed, self.epoch, line_index, -1 if which is None else which]
-            rng = random.Random(int(np.random.SeedSequence([e + 1 for e in entropy]).generate_state(1)[0]))
+        seed_sequence = np.random.SeedSequence([self.seed, self.epoch, line_index, 0 if which is None else which + 1])
+        rng = random.Random(int(seed_sequence.generate_state(1)[0])) if self.train else None
         pixels, boxes, objects, segms = self._load_regions(item, used, rng)
         num_boxes = len(boxes)
 
@@ -555,7 +565,13 @@ class VCRImageDataset:
         if self.complete_shuffle:
             sample.update(input_ids=input_ids[0], token_type_ids=token_type_ids[0], attention_mask=attention_mask[0],
                           image_text_alignment=alignment[0])
-            if texts[0][4] is not None:
+            if self.pretraining:
+                ids = input_ids[0]
+                special = (ids == self.cls_id) | (ids == self.sep_id)
+                masked, labels = mask_tokens(ids, special, np.random.default_rng(seed_sequence), self.mask_id,
+                                             self._candidates, mask_prob=self.masked_lm_prob)
+                sample.update(input_ids=masked, labels=labels)
+            if self.pretraining and texts[0][4] is not None:
                 sample["sentence_image_labels"] = np.array(texts[0][4], dtype=np.int64)  # is_correct (is_random_next)
             return sample
         sample.update(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask,
