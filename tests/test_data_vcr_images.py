@@ -216,3 +216,13 @@ def test_bad_input_names_file_and_example(tok, tmp_path, defect, message):
     assert message in text and "example 0" in text and "val.jsonl" in text and "val-3" in text, text
     if defect in ("box_outside", "not_a_polygon"):
         assert "c@0.json" in text
+
+
+def test_answer_labels_condition_qar(tok, tmp_path):
+    # The original's answer_labels_path: QA->R on the answers a Q->A model chose instead of answer_label.
+    ann, image_dir = _write_line(tmp_path, ITEM)
+    chosen = VCRImageDataset(ann, image_dir, tok, mode="qar", answer_labels=np.array([2]))[0]
+    expanded = VCRImageDataset(ann, image_dir, tok, mode="qar", expand_answers=True)[2]
+    np.testing.assert_array_equal(chosen["input_ids"], expanded["input_ids"])
+    np.testing.assert_array_equal(chosen["image_text_alignment"], expanded["image_text_alignment"])
+    assert int(chosen["labels"]) == ITEM["rationale_label"]
