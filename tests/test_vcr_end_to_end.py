@@ -94,3 +94,22 @@ def test_pretraining_then_fine_tuning_then_prediction(setup, tmp_path):
     rationale_logits, _ = _predict(model, qar_test)
     assert answer_logits.shape == (2, 4) and rationale_logits.reshape(2, 4, 4).shape == (2, 4, 4)
     assert [qar_test[i]["conditioned_answer"] for i in range(8)] == [0, 1, 2, 3] * 2
+
+
+def test_leaderboard_csv_layout(tmp_path):
+    import csv
+
+    from visualbert.vcr_submission import write_leaderboard_csv
+
+    answer = np.array([[0.0, 0.0, 0.0, np.log(5.0)], [1.0, 1.0, 1.0, 1.0]])
+    rationale = np.zeros((8, 4))
+    rationale[5] = [np.log(3.0), 0, 0, 0]  # question 1, conditioned on answer 1
+    write_leaderboard_csv(str(tmp_path / "test.csv"), ["test-0", "test-1"], answer, rationale)
+    with open(tmp_path / "test.csv") as f:
+        rows = list(csv.reader(f))
+    assert rows[0][:6] == ["annot_id", "answer_0", "answer_1", "answer_2", "answer_3", "rationale_conditioned_on_a0_0"]
+    assert rows[0][-1] == "rationale_conditioned_on_a3_3" and len(rows[0]) == 21
+    assert rows[1][0] == "test-0" and abs(float(rows[1][4]) - 5 / 8) < 1e-12 and abs(float(rows[1][1]) - 1 / 8) < 1e-12
+    header = rows[0]
+    assert abs(float(rows[2][header.index("rationale_conditioned_on_a1_0")]) - 0.5) < 1e-12
+    assert abs(float(rows[2][header.index("rationale_conditioned_on_a1_1")]) - 1 / 6) < 1e-12
