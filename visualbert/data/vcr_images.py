@@ -288,6 +288,69 @@ def _check_polygons(polygons, box_index):
             raise DataFormatError(f"segms[{box_index}][{p}] is not a polygon (expected >= 3 finite [x, y] points)")
 
 
+def image_regions(image_path, metadata, used, classes, rng=None, metadata_source="metadata"):
+    """One image and its detections as the detector reads them (R2C; also the original's COCO ``r2c`` loader).
+
+    Args:
+        image_path (str): the image file.
+        metadata (dict): ``boxes`` [[x1, y1, x2, y2, confidence]] and ``segms`` [[polygon]] in image pixels.
+        used (array of int): the detections to keep, in order.
+        classes (list[int]): detector class index of each used detection.
+        rng (random.Random, optional): random padding (training); centred when None.
+        metadata_source (str): names the metadata in error messages.
+
+    Returns:
+        tuple: ``images`` float32 [3, 384, 768]; ``boxes`` float32 [1 + U, 4] in canvas pixels (row 0 = the image
+        window); ``objects`` int64 [1 + U] (0 = __background__ first); ``segms`` float32 [1 + U, 14, 14] (ones first).
+
+    Raises:
+        FileNotFoundError: no image. DataFormatError: unreadable image, a box outside the image or not a box, a
+        polygon that is not one (each naming the file and the detection).
+    """
+    if not os.path.isfile(image_path):
+        raise FileNotFoundError(f"image {image_path} does not exist")
+    try:
+        image = load_image(image_path)
+    except Exception as err:  # PIL raises several types for a broken file
+        raise DataFormatError(f"image {image_path} cannot be read: {err}") from None
+    for key in ('boxes', 'segms'):
+        if key not in metadata:
+            raise DataFormatError(f"{metadata_source} has no {key!r}")
+    boxes_all, segms_all = metadata['boxes'], metadata['segms']
+    width, height = image.size
+    for i in used:
+        box = boxes_all[i]
+        if not isinstance(box, list) or len(box) != 5:
+            raise DataFormatError(f"{metadata_source}: boxes[{i}] should be [x1, y1, x2, y2, confidence]")
+        x1, y1, x2, y2 = (float(v) for v in box[:4])
+        if not (x1 < width and y1 < height and x2 > 0 and y2 > 0):
+            raise DataFormatError(f"{metadata_source}: boxes[{i}] = {box[:4]} is outside the {width}x{height} "
+                                  f"image {image_path}")
+        try:
+            _check_polygons(segms_all[i], i)
+        except DataFormatError as err:
+            raise DataFormatError(f"{metadata_source}: {err}") from None
+
+    canvas, window, scale, padding = resize_image(image, rng=rng)
+    pixels = to_normalized_array(canvas)
+    segms = np.stack([make_mask(MASK_SIZE, boxes_all[i], segms_all[i]) for i in used]) if len(used) else \
+        np.zeros((0, MASK_SIZE, MASK_SIZE), np.float32)
+    boxes = np.array([boxes_all[i][:4] for i in used], dtype=np.float64).reshape(-1, 4) * scale
+    boxes[:, :2] += np.array(padding[:2])[None]
+    boxes[:, 2:] += np.array(padding[:2])[None]
+    # The original's assertions, on the canvas: corners ordered, inside the padded image.
+    ok = (boxes[:, 0] >= 0) & (boxes[:, 0] < boxes[:, 2]) & (boxes[:, 1] >= 0) & (boxes[:, 1] < boxes[:, 3]) \
+        & (boxes[:, 2] <= IMAGE_WIDTH) & (boxes[:, 3] <= IMAGE_HEIGHT)
+    if not ok.all():
+        i = int(used[int(np.argmin(ok))])
+        raise DataFormatError(f"{metadata_source}: boxes[{i}] = {boxes_all[i][:4]} is not a box inside the "
+                              f"{width}x{height} image {image_path} (x1 < x2, y1 < y2, within the image)")
+    boxes = np.vstack([np.array(window, dtype=np.float64)[None], boxes]).astype(np.float32)
+    segms = np.concatenate([np.ones((1, MASK_SIZE, MASK_SIZE), np.float32), segms], 0)
+    objects = np.array([COCO_OBJECT_INDEX['__background__']] + list(classes), dtype=np.int64)
+    return pixels, boxes, objects, segms
+
+
 # ------------------------------------------------------------------------------------------------ dataset
 def read_vcr_annotations(path):
     """VCR annotation lines (``question``, ``answer_choices``, ``rationale_choices``, ``objects``, ``img_fn``,
@@ -414,60 +477,19 @@ class VCRImageDataset:
     def _load_regions(self, item, used, rng):
         image_path = os.path.join(self.image_dir, item['img_fn'])
         metadata_path = os.path.join(self.image_dir, item['metadata_fn'])
-        if not os.path.isfile(image_path):
-            raise FileNotFoundError(f"image {image_path} does not exist")
         if not os.path.isfile(metadata_path):
             raise FileNotFoundError(f"metadata {metadata_path} does not exist")
-        try:
-            image = load_image(image_path)
-        except Exception as err:  # PIL raises several types for a broken file
-            raise DataFormatError(f"image {image_path} cannot be read: {err}") from None
         try:
             with open(metadata_path) as f:
                 metadata = json.load(f)
         except json.JSONDecodeError as err:
             raise DataFormatError(f"metadata {metadata_path} is not valid JSON: {err}") from None
-        for key in ('boxes', 'segms'):
-            if key not in metadata:
-                raise DataFormatError(f"metadata {metadata_path} has no {key!r}")
-        boxes_all, segms_all = metadata['boxes'], metadata['segms']
         n = len(item['objects'])
-        if len(boxes_all) < n or len(segms_all) < n:
-            raise DataFormatError(f"metadata {metadata_path} has {len(boxes_all)} boxes and {len(segms_all)} segms for "
-                                  f"the line's {n} objects")
-        width, height = image.size
-        for i in used:
-            box = boxes_all[i]
-            if not isinstance(box, list) or len(box) != 5:
-                raise DataFormatError(f"metadata {metadata_path}: boxes[{i}] should be [x1, y1, x2, y2, confidence]")
-            x1, y1, x2, y2 = (float(v) for v in box[:4])
-            if not (x1 < width and y1 < height and x2 > 0 and y2 > 0):
-                raise DataFormatError(f"metadata {metadata_path}: boxes[{i}] = {box[:4]} is outside the "
-                                      f"{width}x{height} image {image_path}")
-            try:
-                _check_polygons(segms_all[i], i)
-            except DataFormatError as err:
-                raise DataFormatError(f"metadata {metadata_path}: {err}") from None
-
-        canvas, window, scale, padding = resize_image(image, rng=rng)
-        pixels = to_normalized_array(canvas)
-        segms = np.stack([make_mask(MASK_SIZE, boxes_all[i], segms_all[i]) for i in used]) if len(used) else \
-            np.zeros((0, MASK_SIZE, MASK_SIZE), np.float32)
-        boxes = np.array([boxes_all[i][:4] for i in used], dtype=np.float64).reshape(-1, 4) * scale
-        boxes[:, :2] += np.array(padding[:2])[None]
-        boxes[:, 2:] += np.array(padding[:2])[None]
-        # The original's assertions, on the canvas: corners ordered, inside the padded image.
-        ok = (boxes[:, 0] >= 0) & (boxes[:, 0] < boxes[:, 2]) & (boxes[:, 1] >= 0) & (boxes[:, 1] < boxes[:, 3]) \
-            & (boxes[:, 2] <= IMAGE_WIDTH) & (boxes[:, 3] <= IMAGE_HEIGHT)
-        if not ok.all():
-            i = int(used[int(np.argmin(ok))])
-            raise DataFormatError(f"metadata {metadata_path}: boxes[{i}] = {boxes_all[i][:4]} is not a box inside the "
-                                  f"{width}x{height} image {image_path} (x1 < x2, y1 < y2, within the image)")
-        objects = [COCO_OBJECT_INDEX[item['objects'][i]] for i in used]
-        boxes = np.vstack([np.array(window, dtype=np.float64)[None], boxes]).astype(np.float32)
-        segms = np.concatenate([np.ones((1, MASK_SIZE, MASK_SIZE), np.float32), segms], 0)
-        objects = np.array([COCO_OBJECT_INDEX['__background__']] + objects, dtype=np.int64)
-        return pixels, boxes, objects, segms
+        if len(metadata.get('boxes', [])) < n or len(metadata.get('segms', [])) < n:
+            raise DataFormatError(f"metadata {metadata_path} has {len(metadata.get('boxes', []))} boxes and "
+                                  f"{len(metadata.get('segms', []))} segms for the line's {n} objects")
+        return image_regions(image_path, metadata, used, [COCO_OBJECT_INDEX[item['objects'][i]] for i in used], rng,
+                             metadata_path)
 
     def _texts(self, item, answer_label):
         """[(raw context, raw answer, context pieces, answer pieces, context alignment, answer alignment,
@@ -586,4 +608,4 @@ class VCRImageDataset:
 
 __all__ = ["GENDER_NEUTRAL_NAMES", "COCO_OBJECTS", "COCO_OBJECT_INDEX", "VCRImageDataset", "fix_tokenization",
            "fix_item", "retokenize_with_alignment", "truncate_context_answer", "record_alignment", "select_detections",
-           "load_image", "resize_image", "to_normalized_array", "make_mask", "read_vcr_annotations"]
+           "load_image", "resize_image", "image_regions", "to_normalized_array", "make_mask", "read_vcr_annotations"]
