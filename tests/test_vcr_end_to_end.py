@@ -1,6 +1,8 @@
 """VCR from images end to end on the synthetic release: a few optimiser steps of each stage (VCR task
 pre-training with the detector, Q->A and QA->R fine-tuning), then val predictions and the test split's 4 x 4."""
 
+import os
+
 import numpy as np
 import paddle
 import pytest
@@ -113,3 +115,34 @@ def test_leaderboard_csv_layout(tmp_path):
     header = rows[0]
     assert abs(float(rows[2][header.index("rationale_conditioned_on_a1_0")]) - 0.5) < 1e-12
     assert abs(float(rows[2][header.index("rationale_conditioned_on_a1_1")]) - 1 / 6) < 1e-12
+
+
+def test_cached_detector_features_give_the_same_logits(setup, tmp_path):
+    import subprocess
+    import sys
+
+    from visualbert.modeling import VisualBertForMultipleChoice
+
+    paths, tok = setup
+    paddle.seed(0)
+    model = VisualBertForVCR(_config("VisualBertForVCR"))
+    model.save_pretrained(str(tmp_path / "vcr"))
+    tool = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools",
+                        "cache_vcr_detector_features.py")
+    result = subprocess.run([sys.executable, tool, "--model_dir", str(tmp_path / "vcr"), "--annotations", paths["val"],
+                             "--images", paths["image_dir"], "--out", str(tmp_path / "cache"), "--batch_size", "2"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    from_images, labels = _predict(model, VCRImageDataset(paths["val"], paths["image_dir"], tok, mode="qar"))
+    plain, info = VisualBertForMultipleChoice.from_pretrained(str(tmp_path / "vcr"), output_loading_info=True)
+    assert not info["missing_keys"] and all(k.startswith("detector.") for k in info["unexpected_keys"])
+    cached = VCRImageDataset(paths["val"], paths["image_dir"], tok, mode="qar", features=str(tmp_path / "cache"))
+    assert "images" not in cached[0] and cached[0]["visual_embeds"].shape[1] == 32
+    from_cache, cached_labels = _predict(plain, cached)
+    np.testing.assert_allclose(from_cache, from_images, rtol=1e-5, atol=1e-6)
+    assert (labels == cached_labels).all()
+
+    result = subprocess.run([sys.executable, tool, "--model_dir", str(tmp_path / "missing"), "--annotations",
+                             paths["val"], "--images", paths["image_dir"], "--out", str(tmp_path / "c2")],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "missing" in result.stderr and "Traceback" not in result.stderr

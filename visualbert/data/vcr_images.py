@@ -40,6 +40,7 @@ import numpy as np
 
 from ..constants import ALIGNMENT_PAD
 from .errors import DataFormatError, with_example_context
+from .features import open_feature_store
 from .io_utils import read_jsonl
 from .masking import mask_tokens, random_token_candidates
 
@@ -386,6 +387,10 @@ class VCRImageDataset:
             80/10/10 as BERT; never [CLS]/[SEP]) in ``labels`` and ``is_correct`` of the text as
             ``sentence_image_labels`` (the original's ``is_random_next`` for VCR pre-training).
         masked_lm_prob (float): 0.15 as the original.
+        features (str or FeatureStore, optional): detector outputs cached by ``tools/cache_vcr_detector_features.py``
+            (key ``annot_id``, [1 + used boxes, 512]): the samples then carry ``visual_embeds`` instead of the image
+            and boxes, for :class:`~visualbert.modeling.VisualBertForMultipleChoice` (the detector frozen in
+            evaluation mode, centred padding; the text and alignment are the same).
         train (bool): random padding offsets (R2C: ``random_pad=is_train``).
         seed (int): seeds the padding offsets and the masking, with the epoch and the index.
     """
@@ -393,7 +398,7 @@ class VCRImageDataset:
     def __init__(self, annotation_file, image_dir, tokenizer, mode="qa", max_seq_length=128,
                  only_use_relevant_dets=True, add_all_features=True, expand_answers=False, complete_shuffle=False,
                  include_qa_and_qar=False, original_shuffle_slot=True, answer_labels=None, pretraining=False,
-                 masked_lm_prob=0.15, train=False, seed=0):
+                 masked_lm_prob=0.15, features=None, train=False, seed=0):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if expand_answers and mode != "qar":
@@ -422,6 +427,7 @@ class VCRImageDataset:
         if pretraining and not complete_shuffle:
             raise ValueError("pretraining builds one text per example: it needs complete_shuffle=True")
         self.pretraining = pretraining
+        self.store = None if features is None else open_feature_store(features)
         self.masked_lm_prob = float(masked_lm_prob)
         self.cls_id, self.sep_id, self.pad_id, self.mask_id = tokenizer.convert_tokens_to_ids(
             ["[CLS]", "[SEP]", "[PAD]", "[MASK]"])
@@ -556,8 +562,17 @@ class VCRImageDataset:
                                              self.include_qa_and_qar and self.complete_shuffle)
         seed_sequence = np.random.SeedSequence([self.seed, self.epoch, line_index, 0 if which is None else which + 1])
         rng = random.Random(int(seed_sequence.generate_state(1)[0])) if self.train else None
-        pixels, boxes, objects, segms = self._load_regions(item, used, rng)
-        num_boxes = len(boxes)
+        if self.store is None:
+            pixels, boxes, objects, segms = self._load_regions(item, used, rng)
+            num_boxes = len(boxes)
+            regions = {"images": pixels, "boxes": boxes, "objects": objects, "segms": segms}
+        else:
+            visual = self.store[str(row.get('annot_id', row['_line']))]
+            num_boxes = 1 + len(used)
+            if visual.shape[0] != num_boxes:
+                raise DataFormatError(f"cached detector features have {visual.shape[0]} rows, expected {num_boxes} "
+                                      "(the whole image + the used boxes): cached with other box-selection settings?")
+            regions = {"visual_embeds": visual, "visual_token_type_ids": np.zeros(num_boxes, dtype=np.int64)}
 
         texts = self._texts(item, answer_label)
         if self.complete_shuffle:
@@ -577,10 +592,7 @@ class VCRImageDataset:
             for b, positions in enumerate(rec):
                 alignment[c, b, :len(positions)] = positions
         sample = {
-            "images": pixels,
-            "boxes": boxes,
-            "objects": objects,
-            "segms": segms,
+            **regions,
             "annot_id": str(row.get('annot_id', row['_line'])),
             "img_fn": row['img_fn'],
         }
