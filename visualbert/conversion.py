@@ -490,9 +490,11 @@ def convert_vcr_state_dict(source, config, architecture):
     if cls is None:
         raise KeyError(f"{architecture!r} is not a VCR-from-images class")
     config.architectures = [architecture]
+    detector_config = DetectorConfig.from_dict(config.detector)
+    convert_detector_state_dict(source, detector_config)  # unknown / missing keys, before building a full model
     model = cls(config)
     expected = {k: list(v.shape) for k, v in model.state_dict().items()}
-    detector_part = convert_detector_state_dict(source, DetectorConfig.from_dict(config.detector), expected)
+    detector_part = convert_detector_state_dict(source, detector_config, expected)
     head = "VisualBertForMultipleChoice" if architecture == "VisualBertForVCR" else "VisualBertForPreTraining"
     bert_source = rename_original_keys({k: v for k, v in source.items() if not k.startswith("detector.")})
     bert_part = convert_state_dict(bert_source, config, head,
