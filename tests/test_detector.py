@@ -208,3 +208,19 @@ def test_detector_key_errors_name_the_key():
     extra["detector.backbone.9.weight"] = np.zeros(3, dtype="float32")
     with pytest.raises(KeyError, match="detector.backbone.9.weight"):
         convert_detector_state_dict(extra, config, expected)
+
+
+def test_without_semantic_branch_and_without_boxes():
+    # class_embs=False in the original: no mask branch, no class embedding, obj_downsample on the 2048-d features.
+    detector = SimpleDetector(DetectorConfig(semantic=False, base_width=8, blocks=(1, 1, 1, 1), final_dim=16))
+    assert detector.mask_upsample is None and detector.object_embed is None
+    assert "obj_downsample.1.weight" in detector.state_dict()
+    assert list(detector.state_dict()["obj_downsample.1.weight"].shape) == [256, 16]
+    table = detector_conversion_table(DetectorConfig(semantic=False, blocks=(1, 1, 1, 1)))
+    assert not any(s.startswith(("mask_upsample", "object_embed")) for s, _, _ in table)
+    images, boxes, box_mask, classes, segms = _batch(64, 96, seed=0)
+    detector.eval()
+    out = detector(*(paddle.to_tensor(a) for a in (images, boxes, box_mask, classes)))
+    assert list(out["obj_reps"].shape) == [2, 4, 16]
+    with pytest.raises(ValueError, match="no boxes"):
+        detector(*(paddle.to_tensor(a) for a in (images, boxes, np.zeros_like(box_mask), classes)))
