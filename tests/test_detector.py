@@ -123,15 +123,16 @@ def _parity(height, width, train, dtype):
     worst["image_grad"] = _rel(p_images.grad.numpy(), t_images.grad.numpy())
     t_params = dict(reference.named_parameters())
     p_params = dict(detector.named_parameters())
-    # Relative to the largest gradient of all: in training mode some gradients are exactly 0 in exact arithmetic
-    # (a BatchNorm bias whose output goes through a 1x1 conv into a batch-statistics BatchNorm), i.e. rounding noise.
+    # Per tensor, relative to its own largest entry, floored at 1e-3 of the largest gradient of all: in training
+    # mode some gradients are exactly 0 in exact arithmetic (a BatchNorm bias whose output goes through a 1x1 conv
+    # into a batch-statistics BatchNorm), i.e. pure rounding noise.
     pairs = []
     for src, dst, transpose in detector_conversion_table(config):
         if src in t_params:  # (not the BatchNorm running statistics)
             p_grad = p_params[dst].grad.numpy()
             pairs.append((p_grad.T if transpose else p_grad, t_params[src].grad.numpy()))
     scale = max(np.abs(t).max() for _, t in pairs)
-    worst["param_grad"] = max(float(np.abs(p - t).max()) for p, t in pairs) / scale
+    worst["param_grad"] = max(float(np.abs(p - t).max()) / max(float(np.abs(t).max()), 1e-3 * scale) for p, t in pairs)
     if train:  # torch's running-average update (momentum 0.1, unbiased variance)
         t_state, p_state = reference.state_dict(), detector.state_dict()
         worst["running_stats"] = max(_rel(p_state[d].numpy(), t_state[s].numpy())
