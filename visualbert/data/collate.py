@@ -78,6 +78,8 @@ class Collator:
       ``IGNORE_INDEX`` over text padding and every region position; other labels are stacked (VQA float32
       [B, num_answers], NLVR2/VCR int64 [B]);
     * ``sentence_image_labels`` int64 [B];
+    * VCR from images (samples with ``boxes`` instead of ``visual_embeds``): ``images``, ``boxes`` (-1 padding),
+      ``box_mask``, ``objects``, ``segms`` (see :func:`_collate_images_and_boxes`), R = the most boxes;
     * every other key (``question_id``, ``identifier``, ``answers``...) becomes a plain list.
 
     Keys present in only some samples of a batch raise ``ValueError``.
