@@ -34,6 +34,10 @@ class VisualBertConfig:
         num_labels (int): output size of the classification heads (3129 for VQA, 2 for NLVR2).
         pad_token_id (int): kept for HF compatibility only; no embedding row is zeroed.
         architectures (list[str]): the head class the weights were saved from.
+        detector (dict, optional): :class:`visualbert.detector.DetectorConfig` fields of the VCR models that
+            compute their own region features (``VisualBertForVCR*``); None elsewhere.
+        cnn_loss_ratio (float): weight of the detector's ``cnn_regularization_loss`` in the VCR loss (the
+            original's ``cnn_loss_ratio``, 0.0 in every released config).
     """
 
     model_type = "visual_bert"
@@ -60,6 +64,8 @@ class VisualBertConfig:
         bos_token_id=0,
         eos_token_id=2,
         architectures=None,
+        detector=None,
+        cnn_loss_ratio=0.0,
         **extra,
     ):
         self.vocab_size = vocab_size
@@ -86,6 +92,8 @@ class VisualBertConfig:
         self.bos_token_id = bos_token_id
         self.eos_token_id = eos_token_id
         self.architectures = list(architectures) if architectures else None
+        self.detector = dict(detector) if detector else None
+        self.cnn_loss_ratio = float(cnn_loss_ratio)
         if hidden_size % num_attention_heads != 0:
             raise ValueError(f"hidden_size {hidden_size} is not a multiple of num_attention_heads {num_attention_heads}")
 

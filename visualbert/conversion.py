@@ -375,3 +375,206 @@ def checkpoint_names():
 
 __all__ = ["conversion_table", "convert_state_dict", "read_source", "convert_checkpoint", "rename_original_keys",
            "IGNORED_SOURCE_KEYS", "ORIGINAL_RENAMES", "checkpoint_info", "checkpoint_names"]
+
+
+# ================================================================================== VCR detector (detector.*)
+# The original VCR checkpoints (vcr_fine_tuned.th, vcr_pre_train.th, vcr_coco_pre_train.th) hold the jointly
+# trained SimpleDetector as detector.* keys. They convert into the VCR-from-images classes of vcr_model.py.
+# torch BatchNorm2d running_mean/running_var are Paddle's _mean/_variance; num_batches_tracked has no
+# counterpart (the momentum is fixed) and is checked to be a scalar and dropped; the two Linear weights are
+# transposed; convolutions and the embedding are copied as they are.
+_DETECTOR_BN = [("weight", "weight"), ("bias", "bias"), ("running_mean", "_mean"), ("running_var", "_variance")]
+
+
+def _bn_entries(prefix):
+    return [(f"{prefix}.{s}", f"{prefix}.{d}", False) for s, d in _DETECTOR_BN]
+
+
+def _bottleneck_entries(prefix, has_downsample):
+    out = []
+    for i in (1, 2, 3):
+        out.append((f"{prefix}.conv{i}.weight", f"{prefix}.conv{i}.weight", False))
+        out += _bn_entries(f"{prefix}.bn{i}")
+    if has_downsample:
+        out.append((f"{prefix}.downsample.0.weight", f"{prefix}.downsample.0.weight", False))
+        out += _bn_entries(f"{prefix}.downsample.1")
+    return out
+
+
+def detector_conversion_table(detector_config=None):
+    """(original key without ``detector.``, Paddle key without ``detector.``, transpose) for SimpleDetector.
+
+    Args:
+        detector_config (DetectorConfig, optional): block counts and ``semantic``; default the released one.
+
+    Returns:
+        list[tuple[str, str, bool]]
+    """
+    from .detector import DetectorConfig
+
+    cfg = detector_config or DetectorConfig()
+    table = [("backbone.0.weight", "backbone.0.weight", False)] + _bn_entries("backbone.1")
+    stages = [("backbone.4", cfg.blocks[0]), ("backbone.5", cfg.blocks[1]), ("backbone.6", cfg.blocks[2]),
+              ("after_roi_align.0", cfg.blocks[3])]
+    for prefix, blocks in stages:
+        for j in range(blocks):
+            table += _bottleneck_entries(f"{prefix}.{j}", has_downsample=(j == 0))
+    if cfg.semantic:
+        table += [("object_embed.weight", "object_embed.weight", False),
+                  ("mask_upsample.weight", "mask_upsample.weight", False),
+                  ("mask_upsample.bias", "mask_upsample.bias", False)]
+    table += [("obj_downsample.1.weight", "obj_downsample.1.weight", True),
+              ("obj_downsample.1.bias", "obj_downsample.1.bias", False),
+              ("regularizing_predictor.weight", "regularizing_predictor.weight", True),
+              ("regularizing_predictor.bias", "regularizing_predictor.bias", False)]
+    return table
+
+
+def convert_detector_state_dict(source, detector_config=None, expected_shapes=None):
+    """Applies :func:`detector_conversion_table` to the ``detector.*`` part of an original state dict.
+
+    Args:
+        source (dict[str, np.ndarray]): keys WITH the ``detector.`` prefix (other keys are ignored).
+        expected_shapes (dict[str, list[int]], optional): Paddle key (with ``detector.``) -> shape.
+
+    Returns:
+        dict[str, np.ndarray]: Paddle keys with the ``detector.`` prefix.
+
+    Raises:
+        KeyError: a missing detector key, or a detector key the table does not know (both named).
+        ValueError: a shape mismatch (named), or a ``num_batches_tracked`` that is not a scalar.
+    """
+    prefix = "detector."
+    detector = {k[len(prefix):]: v for k, v in source.items() if k.startswith(prefix)}
+    table = detector_conversion_table(detector_config)
+    mapped = {s for s, _, _ in table}
+    tracked = [k for k in detector if k.endswith(".num_batches_tracked")]
+    for key in tracked:
+        if np.asarray(detector[key]).size != 1:
+            raise ValueError(f"{prefix}{key}: expected a scalar BatchNorm counter, got shape {list(np.shape(detector[key]))}")
+    unknown = sorted(k for k in detector if k not in mapped and k not in tracked)
+    if unknown:
+        raise KeyError(f"{len(unknown)} detector keys are not in the detector conversion table: "
+                       f"{[prefix + k for k in unknown[:10]]}")
+    missing = sorted(s for s in mapped if s not in detector)
+    if missing:
+        raise KeyError(f"{len(missing)} detector keys are missing from the source: {[prefix + k for k in missing[:10]]}"
+                       + (" ..." if len(missing) > 10 else ""))
+    out = {}
+    for src, dst, transpose in table:
+        value = np.asarray(detector[src], dtype=np.float32)
+        if transpose:
+            if value.ndim != 2:
+                raise ValueError(f"{prefix}{src}: expected a 2-D Linear weight, got shape {list(value.shape)}")
+            value = np.ascontiguousarray(value.T)
+        key = prefix + dst
+        if expected_shapes is not None:
+            if key not in expected_shapes:
+                raise KeyError(f"detector conversion table produces {key!r}, which the model does not have")
+            if list(value.shape) != list(expected_shapes[key]):
+                raise ValueError(f"{prefix}{src} -> {key}: shape {list(value.shape)} after conversion, the model "
+                                 f"expects {list(expected_shapes[key])}")
+        out[key] = value
+    if expected_shapes is not None:
+        not_produced = sorted(k for k in expected_shapes if k.startswith(prefix) and k not in out)
+        if not_produced:
+            raise KeyError(f"detector parameters not produced by the detector conversion table: {not_produced}")
+    return out
+
+
+def convert_vcr_state_dict(source, config, architecture):
+    """An original VCR state dict (``bert.*`` + ``detector.*``) -> the Paddle state dict of a VCR-from-images
+    model (see :mod:`visualbert.vcr_model`), every key and shape checked against the model.
+
+    Returns:
+        tuple: (Paddle state dict, the built model with it loaded).
+    """
+    import paddle
+
+    from .detector import DetectorConfig
+    from .vcr_model import vcr_model_class
+
+    cls = vcr_model_class(architecture)
+    if cls is None:
+        raise KeyError(f"{architecture!r} is not a VCR-from-images class")
+    config.architectures = [architecture]
+    detector_config = DetectorConfig.from_dict(config.detector)
+    convert_detector_state_dict(source, detector_config)  # unknown / missing keys, before building a full model
+    model = cls(config)
+    expected = {k: list(v.shape) for k, v in model.state_dict().items()}
+    detector_part = convert_detector_state_dict(source, detector_config, expected)
+    head = "VisualBertForMultipleChoice" if architecture == "VisualBertForVCR" else "VisualBertForPreTraining"
+    bert_source = rename_original_keys({k: v for k, v in source.items() if not k.startswith("detector.")})
+    bert_part = convert_state_dict(bert_source, config, head,
+                                   {k: v for k, v in expected.items() if not k.startswith("detector.")})
+    converted = {**bert_part, **detector_part}
+    model.set_state_dict({k: paddle.to_tensor(v) for k, v in converted.items()})
+    return converted, model
+
+
+def convert_vcr_checkpoint(src, dst, name=None, overwrite=False):
+    """Converts a VCR checkpoint. An original ``.th`` with ``detector.*`` keys becomes a
+    ``VisualBertForVCR`` / ``VisualBertForVCRPreTraining`` directory (answers from images); a source without
+    detector weights (HF ``uclanlp/visualbert-vcr*`` directories) becomes the plain head class, and the report
+    says that it needs precomputed 512-d region features.
+
+    Returns:
+        dict: the conversion report (``architecture``, ``num_tensors``, ``detector``: True/False, ``note``).
+    """
+    from .configuration import config_for_checkpoint
+    from .vcr_model import VCR_CHECKPOINT_ARCHITECTURES
+
+    dst = os.path.abspath(dst)
+    if os.path.exists(dst) and not overwrite:
+        raise FileExistsError(f"destination {dst!r} exists; pass --overwrite to replace it")
+    if not os.path.exists(src):
+        raise FileNotFoundError(f"source checkpoint {src!r} does not exist")
+    raw = load_weights_file(src) if os.path.isfile(src) else None
+    sibling = os.path.join(os.path.dirname(os.path.abspath(src)), CONFIG_NAME)
+    config = VisualBertConfig.from_pretrained(sibling) if name is None and os.path.isfile(sibling) else None
+    architecture = (config.architectures or [""])[0] if config is not None else None
+    has_detector = raw is not None and any(k.startswith("detector.") for k in raw)
+    if not has_detector or architecture in ("VisualBertForMultipleChoice", "VisualBertForPreTraining"):
+        report = convert_checkpoint(src, dst, name=name, overwrite=overwrite)
+        report["detector"] = False
+        why = (f"{sibling} names {architecture}, so the detector.* weights were left out" if has_detector
+               else f"{src} has no detector.* weights")
+        report["note"] = f"{why}: {report['architecture']} reads precomputed 512-d region features, not images"
+        return report
+    if config is not None:  # a config.json beside the file (small or custom models)
+        if architecture not in VCR_CHECKPOINT_ARCHITECTURES.values():
+            raise ValueError(f"{sibling} names {architecture!r}, but {src} holds detector.* weights: expected one "
+                             f"of {sorted(set(VCR_CHECKPOINT_ARCHITECTURES.values()))}")
+    elif name in VCR_CHECKPOINT_ARCHITECTURES:
+        architecture = VCR_CHECKPOINT_ARCHITECTURES[name]
+        config = config_for_checkpoint(name)
+    else:
+        raise ValueError(f"{src} holds detector.* weights (a VCR checkpoint); pass --name, one of "
+                         f"{', '.join(VCR_CHECKPOINT_ARCHITECTURES)}")
+    converted, model = convert_vcr_state_dict(raw, config, architecture)
+    parent = os.path.dirname(dst)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".tmp-convert-", dir=parent)
+    try:
+        model.save_pretrained(tmp)
+        report = {
+            "source": os.path.abspath(src),
+            "name": name,
+            "architecture": architecture,
+            "num_tensors": len(converted),
+            "detector": True,
+            "transposed": sorted([d for _, d, t in conversion_table(config, "VisualBertForMultipleChoice"
+                                  if architecture == "VisualBertForVCR" else "VisualBertForPreTraining") if t]
+                                 + ["detector." + d for _, d, t in detector_conversion_table() if t]),
+        }
+        with open(os.path.join(tmp, "conversion.json"), "w") as f:
+            json.dump(report, f, indent=2)
+        replace_dir(tmp, dst)
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+    return report
+
+
+__all__ += ["detector_conversion_table", "convert_detector_state_dict", "convert_vcr_state_dict",
+            "convert_vcr_checkpoint"]

@@ -892,6 +892,10 @@ def model_class_for(architecture):
         KeyError: unknown class name.
     """
     if architecture not in MODEL_CLASSES:
+        from .vcr_model import vcr_model_class  # the VCR-from-images classes wrap the ones above
+
+        if vcr_model_class(architecture) is not None:
+            return vcr_model_class(architecture)
         raise KeyError(f"unknown VisualBERT architecture {architecture!r}; known: {', '.join(MODEL_CLASSES)}")
     return MODEL_CLASSES[architecture]
 

@@ -20,6 +20,7 @@ from .masking import mask_tokens, random_token_candidates
 from .nlvr2 import NLVR2Dataset, image_keys, read_nlvr2_jsonl
 from .text import DEFAULT_MAX_SEQ_LENGTH, TextEncoder
 from .vcr import VCRDataset, read_vcr_jsonl, vcr_image_key
+from .vcr_images import VCRImageDataset
 from .vqa2 import VQA2Dataset, imdb_files, load_imdb
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "check_split",
     "split_keys",
     "VCRDataset",
+    "VCRImageDataset",
     "VQA2Dataset",
     "coco_image_key",
     "detect_layout",

@@ -17,6 +17,11 @@ TENSOR_KEYS = (
     "labels",
     "sentence_image_labels",
     "region_to_phrase_position",
+    "images",
+    "boxes",
+    "box_mask",
+    "objects",
+    "segms",
 )
 
 
@@ -54,6 +59,30 @@ def _pad_grounding(samples, num_regions):
     return out
 
 
+def _collate_images_and_boxes(samples, R):
+    """VCR from images (``visualbert.data.vcr_images``): ``images`` float32 [B, 3, H, W] (zero-padded to the
+    largest; R2C's are all 384 x 768), ``boxes`` float32 [B, R, 4] padded with -1, ``box_mask`` int64 [B, R] (the
+    original's ``all(boxes >= 0)``: 1 on real boxes), ``objects`` int64 [B, R] (0 padding), ``segms`` float32
+    [B, R, 14, 14] (0 padding)."""
+    B = len(samples)
+    images = [np.asarray(s["images"], dtype=np.float32) for s in samples]
+    H, W = max(i.shape[1] for i in images), max(i.shape[2] for i in images)
+    batch_images = np.zeros((B, images[0].shape[0], H, W), dtype=np.float32)
+    boxes = np.full((B, R, 4), -1.0, dtype=np.float32)
+    box_mask = np.zeros((B, R), dtype=np.int64)
+    objects = np.zeros((B, R), dtype=np.int64)
+    mask_size = np.shape(samples[0]["segms"])[-1]
+    segms = np.zeros((B, R, mask_size, mask_size), dtype=np.float32)
+    for b, (s, image) in enumerate(zip(samples, images)):
+        n = np.shape(s["boxes"])[0]
+        batch_images[b, :, : image.shape[1], : image.shape[2]] = image
+        boxes[b, :n] = s["boxes"]
+        box_mask[b, :n] = 1
+        objects[b, :n] = s["objects"]
+        segms[b, :n] = s["segms"]
+    return {"images": batch_images, "boxes": boxes, "box_mask": box_mask, "objects": objects, "segms": segms}
+
+
 class Collator:
     """Batches dataset samples (dicts of numpy values).
 
@@ -72,6 +101,8 @@ class Collator:
     * grounding (samples with ``region_to_phrase_position`` int [P_i] and ``labels`` float [P_i, R_i]):
       ``region_to_phrase_position`` int64 [B, P] padded with ``ALIGNMENT_PAD`` (-1), ``labels`` float32
       [B, P, R] zero on padding phrases and regions (P the most phrases of the batch);
+    * VCR from images (samples with ``boxes`` instead of ``visual_embeds``): ``images``, ``boxes`` (-1 padding),
+      ``box_mask``, ``objects``, ``segms`` (see :func:`_collate_images_and_boxes`), R = the most boxes;
     * every other key (``question_id``, ``identifier``, ``answers``...) becomes a plain list.
 
     Keys present in only some samples of a batch raise ``ValueError``.
@@ -130,24 +161,28 @@ class Collator:
                 attention_mask[b, :t] = 1
         out.update(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask)
 
-        visual = [np.asarray(s["visual_embeds"], dtype=np.float32) for s in samples]
-        R = self._target([v.shape[0] for v in visual], self.max_regions, "regions")
-        D = visual[0].shape[1]
-        visual_embeds = np.zeros((B, R, D), dtype=np.float32)
-        visual_attention_mask = np.zeros((B, R), dtype=np.int64)
-        visual_token_type_ids = np.zeros((B, R), dtype=np.int64)
-        for b, (s, v) in enumerate(zip(samples, visual)):
-            if v.shape[1] != D:
-                raise ValueError(f"sample {b} has visual width {v.shape[1]}, sample 0 has {D}")
-            visual_embeds[b, : v.shape[0]] = v
-            visual_attention_mask[b, : v.shape[0]] = 1
-            if "visual_token_type_ids" in s:
-                visual_token_type_ids[b, : v.shape[0]] = s["visual_token_type_ids"]
-        out.update(
-            visual_embeds=visual_embeds,
-            visual_attention_mask=visual_attention_mask,
-            visual_token_type_ids=visual_token_type_ids,
-        )
+        if "boxes" in keys:  # VCR from images: the model's detector makes the regions
+            R = self._target([np.shape(s["boxes"])[0] for s in samples], self.max_regions, "regions")
+            out.update(_collate_images_and_boxes(samples, R))
+        else:
+            visual = [np.asarray(s["visual_embeds"], dtype=np.float32) for s in samples]
+            R = self._target([v.shape[0] for v in visual], self.max_regions, "regions")
+            D = visual[0].shape[1]
+            visual_embeds = np.zeros((B, R, D), dtype=np.float32)
+            visual_attention_mask = np.zeros((B, R), dtype=np.int64)
+            visual_token_type_ids = np.zeros((B, R), dtype=np.int64)
+            for b, (s, v) in enumerate(zip(samples, visual)):
+                if v.shape[1] != D:
+                    raise ValueError(f"sample {b} has visual width {v.shape[1]}, sample 0 has {D}")
+                visual_embeds[b, : v.shape[0]] = v
+                visual_attention_mask[b, : v.shape[0]] = 1
+                if "visual_token_type_ids" in s:
+                    visual_token_type_ids[b, : v.shape[0]] = s["visual_token_type_ids"]
+            out.update(
+                visual_embeds=visual_embeds,
+                visual_attention_mask=visual_attention_mask,
+                visual_token_type_ids=visual_token_type_ids,
+            )
 
         if "image_text_alignment" in keys:
             aligns = [np.asarray(s["image_text_alignment"], dtype=np.int64) for s in samples]
