@@ -394,7 +394,7 @@ def open_feature_store(root, dim=None, max_regions=None):
     return NpyFeatureStore(root, dim=dim, max_regions=max_regions)
 
 
-def pack_features(store, out_dir, keys=None, float16=False, progress=True):
+def pack_features(store, out_dir, keys=None, float16=False, progress=True, overwrite=False):
     """Packs the arrays of ``store`` into ``out_dir`` (``features.npy`` + ``index.json``), atomically.
 
     Args:
@@ -403,14 +403,26 @@ def pack_features(store, out_dir, keys=None, float16=False, progress=True):
         keys (list[str], optional): keys to pack (default: all of ``store.keys()``).
         float16 (bool): store float16 (half the size; values are rounded, overflow raises).
         progress (bool): show tqdm progress bars.
+        overwrite (bool): replace a store already in ``out_dir`` (otherwise that is an error).
 
     Returns:
         dict: the index written.
+
+    Raises:
+        FileExistsError: ``out_dir`` already holds ``features.npy`` or ``index.json`` and ``overwrite`` is False.
+        ValueError: ``out_dir`` is the source root or inside it (the packed array would become a feature "image").
     """
     from tqdm import tqdm
 
     from .io_utils import atomic_path, save_json
 
+    source, target = os.path.realpath(store.root), os.path.realpath(out_dir)
+    if target == source or target.startswith(source + os.sep):
+        raise ValueError(f"output {out_dir} is inside the feature root {store.root} it packs; choose another directory")
+    existing = [n for n in (PACKED_ARRAY, PACKED_INDEX) if os.path.exists(os.path.join(out_dir, n))]
+    if existing and not overwrite:
+        raise FileExistsError(f"{out_dir} already holds a packed store ({', '.join(existing)}); pass --overwrite to "
+                              "replace it")
     keys = sorted(store.keys()) if keys is None else list(keys)
     if not keys:
         raise DataFormatError(f"nothing to pack: no .npy feature files under {store.root}")
