@@ -70,7 +70,7 @@ def test_nan_beyond_the_region_cap_is_not_used_and_not_an_error(tmp_path):
 @pytest.mark.parametrize("dtype", [np.int64, np.uint8, np.bool_])
 def test_integer_features_are_an_error(tmp_path, dtype):
     np.save(tmp_path / "img.npy", np.ones((3, DIM), dtype))
-    with pytest.raises(DataFormatError, match=rf"img\.npy: expected float32 or float16 region features, got dtype"):
+    with pytest.raises(DataFormatError, match=r"img\.npy: expected float32 or float16 region features, got dtype"):
         NpyFeatureStore(str(tmp_path), dim=DIM)["img"]
 
 
