@@ -384,3 +384,42 @@ def test_trained_mode(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="visualbert.safety"):
         check_trained_mode(str(converted), "mode", "qar", "--qar_model_dir")
     assert "cannot check" in caplog.text
+
+
+# ------------------------------------------------------------------------------------------ paddle files, flag types
+def test_load_paddle_file_names_truncated_and_empty_files(tmp_path):
+    import paddle
+
+    from visualbert.data import DataFormatError
+    from visualbert.safety import load_paddle_file
+
+    good = str(tmp_path / "w.pdparams")
+    paddle.save({"w": paddle.ones([50, 50])}, good)
+    assert load_paddle_file(good)["w"].shape == [50, 50]
+    data = open(good, "rb").read()
+    truncated = tmp_path / "t.pdparams"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataFormatError, match=rf"{truncated}: cannot read the checkpoint weights \(truncated"):
+        load_paddle_file(str(truncated), "checkpoint weights")
+    (tmp_path / "e.pdparams").write_bytes(b"")
+    with pytest.raises(DataFormatError, match=r"e\.pdparams: empty file"):
+        load_paddle_file(str(tmp_path / "e.pdparams"))
+    with pytest.raises(FileNotFoundError, match="weights file .* does not exist"):
+        load_paddle_file(str(tmp_path / "absent.pdparams"))
+
+
+def test_flag_types_fail_at_parse_time(capsys):
+    import argparse
+
+    from visualbert.safety import positive_int, probability
+
+    p = argparse.ArgumentParser(prog="run_predict.py")
+    p.add_argument("--eval_batch_size", type=positive_int, default=8)
+    p.add_argument("--mask_prob", type=probability, default=0.15)
+    assert p.parse_args(["--eval_batch_size", "3", "--mask_prob", "1"]).mask_prob == 1.0
+    for argv, expected in ((["--eval_batch_size", "0"], "expected a positive integer, got 0"),
+                           (["--mask_prob", "2.0"], "expected a probability in [0, 1], got 2"),
+                           (["--mask_prob", "x"], "got 'x'")):
+        with pytest.raises(SystemExit) as info:
+            p.parse_args(argv)
+        assert info.value.code == 2 and expected in capsys.readouterr().err

@@ -560,3 +560,56 @@ def check_trained_mode(model_dir, key, expected, flag):
         return
     if args[key] != expected:
         raise RefusedError(f"{flag} {model_dir} was trained with --{key} {args[key]}, expected --{key} {expected}")
+
+
+# ------------------------------------------------------------------------------------------ paddle files, flag types
+def load_paddle_file(path, what="weights"):
+    """``paddle.load(path)`` with the file named on failure: a truncated file (paddle: "can not parse the file"), an
+    empty one (``EOFError: Ran out of input``) or a missing one become one :class:`DataFormatError` /
+    ``FileNotFoundError`` line.
+
+    Args:
+        path (str): a ``.pdparams`` / ``.pdopt`` file.
+        what (str): what it holds, for the message (e.g. ``"checkpoint weights"``).
+    """
+    import pickle
+
+    import paddle
+
+    from .data.errors import DataFormatError
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} file {path} does not exist")
+    if os.path.getsize(path) == 0:
+        raise DataFormatError(f"{path}: empty file (0 bytes), expected {what} written by paddle.save")
+    try:
+        return paddle.load(path)
+    except (ValueError, EOFError, pickle.UnpicklingError, OSError, RuntimeError) as e:
+        raise DataFormatError(f"{path}: cannot read the {what} (truncated or not a paddle.save file?): "
+                              f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+
+
+def positive_int(text):
+    """argparse ``type`` for counts that must be >= 1 (batch sizes, steps): a 0 fails at start-up with one line."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def probability(text):
+    """argparse ``type`` for a probability in [0, 1] (``--mask_prob``)."""
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {value:g}")
+    return value
