@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from visualbert.data import MissingFeaturesError
-from visualbert.data.loader import BatchLoader, LoaderWorkerError
+from visualbert.data.loader import BatchLoader, LoaderWorkerError, sequential_batches
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HANG_SECONDS = 60  # generous for a loaded 2-core machine; a working loader needs ~1 s
@@ -240,3 +240,10 @@ def test_vqa_missing_feature_file_is_one_error_for_every_worker_count(tmp_path):
         assert time.time() - start < 30
         message = str(info.value)
         assert str(victim) in message and "while loading example" in message and "imdb_train2014.npy" in message
+
+
+def test_sequential_batches():
+    assert sequential_batches(7, 3) == [[0, 1, 2], [3, 4, 5], [6]]
+    assert sequential_batches(0, 3) == []
+    with pytest.raises(ValueError, match="batch size must be >= 1, got 0"):
+        sequential_batches(7, 0)

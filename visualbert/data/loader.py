@@ -268,6 +268,19 @@ class BatchLoader:
                 p.kill()
 
 
+def sequential_batches(num_examples, batch_size):
+    """list[list[int]]: ``range(num_examples)`` cut into batches of ``batch_size`` in order (the last may be short),
+    for evaluation and prediction.
+
+    Raises:
+        ValueError: ``batch_size`` < 1 (a batch size of 0 would otherwise reach paddle as an obscure error).
+    """
+    if int(batch_size) < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    n, b = int(num_examples), int(batch_size)
+    return [list(range(start, min(start + b, n))) for start in range(0, n, b)]
+
+
 def _short(indices, limit=8):
     shown = ", ".join(str(i) for i in indices[:limit])
     return f"[{shown}{', ...' if len(indices) > limit else ''}]"
