@@ -309,6 +309,39 @@ def test_a_signal_during_a_checkpoint_write_waits_for_it():
     assert done == ["checkpoint renamed into place"]
 
 
+def test_module_level_deferral_uses_the_active_stop_signals():
+    from visualbert.safety import deferred_signals
+
+    with deferred_signals():  # no StopSignals active: a no-op
+        pass
+    done = []
+    with pytest.raises(RunInterrupted):
+        with StopSignals():
+            with deferred_signals():
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(1000):
+                    pass
+                done.append("written")
+    assert done == ["written"] and safety._ACTIVE_STOP is None
+
+
+def test_batch_example_ids():
+    from visualbert.safety import batch_example_ids
+
+    assert batch_example_ids({"input_ids": object(), "question_id": [5, 6], "image_name": ["a", "b"]}) == [5, 6]
+    assert batch_example_ids({"identifier": ("dev-1-0-0",)}) == ["dev-1-0-0"]
+    assert batch_example_ids({"input_ids": object()}) == []
+
+
+def test_safety_imports_only_the_standard_library_at_module_level():
+    import ast
+
+    tree_ = ast.parse(open(safety.__file__).read())
+    top = {alias.name.split(".")[0] for node in tree_.body if isinstance(node, ast.Import) for alias in node.names}
+    top |= {node.module.split(".")[0] for node in tree_.body if isinstance(node, ast.ImportFrom) and node.module}
+    assert top and top <= set(sys.stdlib_module_names), top - set(sys.stdlib_module_names)
+
+
 def test_a_second_signal_during_a_deferred_write_stops_at_once():
     done = []
     with pytest.raises(RunInterrupted):

@@ -1,4 +1,5 @@
-"""Safety rules of a run, as pure helpers the CLI and the engine call (standard library and numpy only).
+"""Safety rules of a run, as pure helpers the CLI and the engine call (standard library at import time, so that
+:mod:`visualbert.atomic` can use :func:`apply_umask`; numpy / paddle only inside the functions that need them).
 
 * :func:`overwrite_problem` / :func:`clear_run_dir`: ``--overwrite_output_dir`` replaces only a directory that holds
   a run of ours (recognised by its files) and never one that is or contains the run's own inputs;
@@ -28,8 +29,6 @@ import re
 import shutil
 import signal
 import threading
-
-import numpy as np
 
 logger = logging.getLogger("visualbert.safety")
 
@@ -439,14 +438,19 @@ class StopSignals:
         raise RunInterrupted(signum)
 
     def __enter__(self):
+        global _ACTIVE_STOP
         if threading.current_thread() is threading.main_thread():
             for s in self.SIGNALS:
                 self._previous[s] = signal.signal(s, self._handler)
+            self._outer, _ACTIVE_STOP = _ACTIVE_STOP, self
         return self
 
     def __exit__(self, *exc):
+        global _ACTIVE_STOP
         for s, h in self._previous.items():
             signal.signal(s, h)
+        if self._previous:
+            _ACTIVE_STOP = self._outer
         self._previous = {}
         return False
 
@@ -467,7 +471,30 @@ class StopSignals:
         return _Deferred()
 
 
+_ACTIVE_STOP = None
+
+
+def deferred_signals():
+    """``with deferred_signals():`` around a checkpoint write: :meth:`StopSignals.deferred` of the active
+    :class:`StopSignals` (the one the CLI entered), or a no-op context when none is active (library use, tests)."""
+    import contextlib
+
+    return _ACTIVE_STOP.deferred() if _ACTIVE_STOP is not None else contextlib.nullcontext()
+
+
 # ------------------------------------------------------------------------------------------ non-finite values
+EXAMPLE_ID_KEYS = ("question_id", "identifier", "annot_id", "caption_id", "image_name")
+
+
+def batch_example_ids(batch):
+    """list: the example ids of a collated batch (the first of ``EXAMPLE_ID_KEYS`` it carries as metadata), for
+    :meth:`NonFiniteGuard.check`; empty when it has none."""
+    for key in EXAMPLE_ID_KEYS:
+        if key in batch and isinstance(batch[key], (list, tuple)):
+            return list(batch[key])
+    return []
+
+
 class NonFiniteGuard:
     """Stops training on a non-finite loss.
 
@@ -512,6 +539,8 @@ class NonFiniteGuard:
 def non_finite_parameters(state_dict):
     """list[str]: names of the entries of ``state_dict`` holding NaN or inf (paddle tensors or numpy arrays);
     empty when all are finite. Call before writing ``best/``, ``final/`` or a checkpoint."""
+    import numpy as np
+
     bad = []
     for name, value in state_dict.items():
         array = value.numpy() if hasattr(value, "numpy") else np.asarray(value)
