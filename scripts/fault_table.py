@@ -148,17 +148,17 @@ def cases(trained):
         (48, "empty NLVR2 sentence", lambda b: rewrite_jsonl(f"{b}/nlvr2/train.json", 2, sentence=""),
          lambda b: ["NLVR2/run_nlvr2.py"] + nlvr2(b) + TINY + out(b), 2, "is empty", None),
         (52, "--mask_prob 2.0", None,
-         lambda b: ["run_pretrain.py", "--task", "nlvr2"] + nlvr2(b) + TINY + out(b) + ["--mask_prob", "2.0"], 2,
+         lambda b: ["run_pretrain.py", "--dataset", "nlvr2"] + nlvr2(b) + TINY + out(b) + ["--mask_prob", "2.0"], 2,
          "probability", None),
         (54, "--max_seq_length 10000", None,
          lambda b: train_vqa + vqa(b) + TINY + out(b) + ["--max_seq_length", "10000"], 2, "position table", None),
         (56, "Q->A model as --qar_model_dir", None,
          lambda b: ["VCR/run_predict.py", "--qar_model_dir", f"{trained}/vcr/final", "--split", "val"] + vcr(b)
          + out(b), 2, "was trained with --mode qa", None),
-        (59, "--eval_batch_size 0 at prediction", None,
+        (59, "--batch_size 0 at prediction", None,
          lambda b: ["VQA2/run_predict.py", "--model_dir", f"{trained}/vqa/final", "--imdb_dir", f"{b}/vqa2/imdb",
-                    "--features", f"{b}/detectron_fix_100", "--split", "test2015", "--eval_batch_size", "0"] + out(b),
-         2, "positive integer", None),
+                    "--features", f"{b}/detectron_fix_100", "--split", "test2015", "--batch_size", "0"] + out(b),
+         2, "positive", None),
         (61, "imdb without its header", lambda b: _headerless(f"{b}/vqa2/imdb/imdb_train2014.npy"),
          lambda b: train_vqa + vqa(b) + TINY + out(b), 2, "imdb header", None),
         (63, "truncated weights in --model_dir", lambda b: _copy_truncated(f"{trained}/vqa/final", f"{b}/model"),
@@ -227,10 +227,10 @@ def run(argv, timeout, cwd=ROOT):
 def classify(rc, output, expected_rc, text, survived):
     lines = [x for x in output.strip().splitlines() if x.strip()]
     last = lines[-1] if lines else ""
+    if not survived:  # first: a run that deleted its data and then hung is DAMAGE
+        return "DAMAGE", last
     if rc is None:
         return "HANG", last
-    if not survived:
-        return "DAMAGE", last
     if expected_rc == 0:
         return ("OK", last) if rc == 0 else ("UNCLEAR", last)
     if rc == 0:
