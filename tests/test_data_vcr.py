@@ -87,8 +87,9 @@ def test_bad_reference(tok, vcr, tmp_path):
     row = dict(row, question=["what", [5], "?"])
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(row) + "\n")
-    with pytest.raises(DataFormatError, match=r"outside the 3 objects.*bad\.jsonl"):
-        VCRDataset(str(bad), feats, tok, feature_dim=16)[0]
+    # found when the file is read (before training), naming the file, the line and the field
+    with pytest.raises(DataFormatError, match=r"bad\.jsonl:1: question refers to object 5, outside the 3 objects"):
+        VCRDataset(str(bad), feats, tok, feature_dim=16)
     bad.write_text("{}\n")
     with pytest.raises(DataFormatError, match=r"bad\.jsonl:1: lacks"):
         read_vcr_jsonl(str(bad))

@@ -25,6 +25,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from visualbert.data.errors import DataFormatError  # noqa: E402
+from visualbert.data.features import check_finite  # noqa: E402
 from visualbert.data.io_utils import save_npy  # noqa: E402
 
 _FEATURE_KEYS = ("features", "feature", "feats", "image_feature", "x")
@@ -52,7 +53,10 @@ def split_entry(value, where):
         conf = value[2] if len(value) >= 3 else None
     else:
         feats = value
-    feats = _numpy(feats).astype(np.float32)
+    feats = _numpy(feats)
+    if not np.issubdtype(feats.dtype, np.floating):
+        raise DataFormatError(f"{where}: expected float features, got dtype {feats.dtype}")
+    feats = feats.astype(np.float32)
     if feats.ndim != 2 or feats.shape[0] == 0:
         raise DataFormatError(f"{where}: expected features [boxes, D], got shape {feats.shape}")
     if conf is not None:
@@ -89,8 +93,17 @@ def output_path(out, layout, key, coco_set=None):
     return os.path.join(out, os.path.splitext(os.path.basename(name))[0] + ".npy")
 
 
-def convert(th_file, out, layout="nlvr2", max_regions=144, coco_set=None, progress=True):
-    """Converts one dump; returns the number of images written."""
+def convert(th_file, out, layout="nlvr2", max_regions=144, coco_set=None, progress=True, overwrite=False):
+    """Converts one dump; returns the number of images written.
+
+    Every array is checked (float dtype, shape, finite values of the kept boxes) before any file is written, and
+    an existing output file is an error unless ``overwrite`` (several dumps may fill one root, but never replace
+    each other's files silently).
+
+    Raises:
+        FileNotFoundError, DataFormatError: the dump is missing or bad (the entry named).
+        FileExistsError: an output file exists and ``overwrite`` is False.
+    """
     import torch
     from tqdm import tqdm
 
@@ -102,9 +115,20 @@ def convert(th_file, out, layout="nlvr2", max_regions=144, coco_set=None, progre
         raise DataFormatError(f"{th_file}: cannot torch.load the dump (truncated?): {e}") from e
     if not isinstance(data, dict) or not data:
         raise DataFormatError(f"{th_file}: expected a non-empty dict image name -> features, got {type(data).__name__}")
+    paths = {key: output_path(out, layout, key, coco_set) for key in data}
+    existing = [path for path in paths.values() if os.path.exists(path)]
+    if existing and not overwrite:
+        raise FileExistsError(f"{len(existing)} of the {len(paths)} output files of {th_file} exist already (first: "
+                              f"{existing[0]}); pass --overwrite to replace them")
+    # two passes, so that a bad entry is found before anything is written, without holding a second copy of a
+    # dump that may be tens of GB
+    for key, value in tqdm(data.items(), desc=f"checking {os.path.basename(th_file)}", disable=not progress):
+        where = f"{th_file}[{key!r}]"
+        feats, conf = split_entry(value, where)
+        check_finite(cap_regions(feats, conf, max_regions), where)
     for key, value in tqdm(data.items(), desc=os.path.basename(th_file), disable=not progress):
-        feats, conf = split_entry(value, f"{th_file}[{key!r}]")
-        save_npy(output_path(out, layout, key, coco_set), cap_regions(feats, conf, max_regions))
+        feats, conf = split_entry(value, key)
+        save_npy(paths[key], cap_regions(feats, conf, max_regions))
     return len(data)
 
 
@@ -115,9 +139,15 @@ def main(argv=None):
     p.add_argument("--layout", choices=["nlvr2", "vqa", "flat"], default="nlvr2")
     p.add_argument("--max_regions", type=int, default=144, help="box cap, most confident first (144)")
     p.add_argument("--coco_set", default=None, help="COCO set for integer keys (train2014, val2014, test2015)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
-    total = sum(convert(f, args.out, args.layout, args.max_regions, args.coco_set, not args.quiet) for f in args.th)
+    try:
+        total = sum(convert(f, args.out, args.layout, args.max_regions, args.coco_set, not args.quiet, args.overwrite)
+                    for f in args.th)
+    except (FileNotFoundError, FileExistsError, ValueError) as err:  # DataFormatError is a ValueError
+        print(f"convert_th_features.py: error: {err}", file=sys.stderr)
+        return 2
     print(f"wrote {total} images under {args.out}")
     return 0
 

@@ -48,7 +48,14 @@ def main(argv=None):
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--check", action="store_true", help="compare exported and dygraph logits")
     parser.add_argument("--tolerance", type=float, default=1e-5)
+    parser.add_argument("--overwrite", action="store_true", help="replace an export already in --out")
     args = parser.parse_args(argv)
+    if os.path.isdir(args.out) and not args.overwrite:
+        existing = sorted(n for n in os.listdir(args.out) if n == "export.json" or n.startswith("model."))
+        if existing:
+            print(f"export_model.py: error: {args.out} already holds an export ({', '.join(existing)}); pass "
+                  "--overwrite to replace it", file=sys.stderr)
+            return 2
     try:
         model = visualbert.load_pretrained(args.model)
     except (FileNotFoundError, KeyError, ValueError) as err:

@@ -12,11 +12,39 @@ Answers are learnable from the region features and not from the text alone (see
 import argparse
 import json
 import os
+import shutil
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from visualbert.data.synthetic import DEFAULTS, NLVR2_TEMPLATES, generate  # noqa: E402
+
+
+# what generate() writes at the top of --out; --overwrite removes these and nothing else
+GENERATED = ("manifest.json", "vqa2", "coco", "detectron_fix_100", "nlvr2", "detectron_fix_144", "vcr")
+
+
+def clear_output(out, overwrite):
+    """Makes ``out`` ready for a new dataset: None if it is absent or empty, or (with ``overwrite``) holds a synthetic
+    dataset, whose generated entries are then removed (stale feature files of a larger run would otherwise stay);
+    else the reason to refuse."""
+    if not os.path.isdir(out):
+        return f"{out} exists and is not a directory" if os.path.exists(out) else None
+    entries = os.listdir(out)
+    if not entries:
+        return None
+    if not os.path.isfile(os.path.join(out, "manifest.json")):
+        return (f"{out} is not empty and holds no synthetic dataset (no manifest.json); choose an empty or new "
+                "directory")
+    if not overwrite:
+        return f"{out} already holds a synthetic dataset; pass --overwrite to replace it"
+    for name in GENERATED:
+        path = os.path.join(out, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        elif os.path.lexists(path):
+            os.remove(path)
+    return None
 
 
 def main(argv=None):
@@ -46,14 +74,21 @@ def main(argv=None):
     p.add_argument("--answer_noise", type=float, default=DEFAULTS["answer_noise"],
                    help="probability that one of the ten human answers is wrong")
     p.add_argument("--feature_scale", type=float, default=DEFAULTS["feature_scale"])
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a synthetic dataset already in --out (recognised by its manifest.json)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = vars(p.parse_args(argv))
     out = args.pop("out")
     quiet = args.pop("quiet")
+    overwrite = args.pop("overwrite")
     tasks = tuple(t.strip() for t in args.pop("tasks").split(",") if t.strip())
     bad = set(tasks) - {"vqa", "nlvr2", "vcr"}
     if bad:
         p.error(f"unknown tasks {sorted(bad)}")
+    problem = clear_output(out, overwrite)
+    if problem:
+        print(f"make_synthetic_data.py: error: {problem}", file=sys.stderr)
+        return 2
     manifest = generate(out, progress=not quiet, tasks=tasks, **args)
     print(json.dumps(manifest["counts"], sort_keys=True))
     return 0

@@ -27,17 +27,23 @@ def main(argv=None):
     p.add_argument("--max_regions", type=int, default=None, help="keep only the first N regions per image")
     p.add_argument("--task", choices=["vqa", "nlvr2", "coco", "vcr"], help="with --annotations: pack only a split's images")
     p.add_argument("--annotations", nargs="+", help="annotation files of the split(s) to pack")
+    p.add_argument("--overwrite", action="store_true", help="replace a packed store already in --out")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
-    store = NpyFeatureStore(args.features, dim=args.dim, max_regions=args.max_regions)
-    keys = None
-    if args.annotations:
-        if not args.task:
-            p.error("--annotations needs --task")
-        from visualbert.data.check import split_keys
+    if args.annotations and not args.task:
+        p.error("--annotations needs --task")
+    try:
+        store = NpyFeatureStore(args.features, dim=args.dim, max_regions=args.max_regions)
+        keys = None
+        if args.annotations:
+            from visualbert.data.check import split_keys
 
-        keys = split_keys(args.task, args.annotations)
-    index = pack_features(store, args.out, keys=keys, float16=args.float16, progress=not args.quiet)
+            keys = split_keys(args.task, args.annotations)
+        index = pack_features(store, args.out, keys=keys, float16=args.float16, progress=not args.quiet,
+                              overwrite=args.overwrite)
+    except (FileNotFoundError, FileExistsError, ValueError) as err:  # DataFormatError is a ValueError
+        print(f"pack_features.py: error: {err}", file=sys.stderr)
+        return 2
     print(f"packed {len(index['keys'])} images, {sum(index['counts'])} regions of width {index['dim']} "
           f"({index['dtype']}) into {args.out}")
     return 0

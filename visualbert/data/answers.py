@@ -81,3 +81,74 @@ def load_answer_vocab(path=None):
     while answers and answers[-1] == "":
         answers.pop()
     return AnswerVocab(answers, source=path)
+
+
+MIN_ANSWER_COVERAGE = 0.5
+
+
+def answer_coverage(vocab, answer_lists):
+    """How much of a split's answers an answer vocabulary covers.
+
+    Args:
+        vocab (AnswerVocab): the vocabulary.
+        answer_lists (iterable of list[str] or None): the human answers of each question (None: unanswered,
+            e.g. test2015; skipped).
+
+    Returns:
+        dict: ``questions`` (answered questions), ``covered_questions`` (with at least one in-vocabulary answer,
+        i.e. a non-zero soft-score target), ``question_coverage`` (their fraction), ``answers`` (all human
+        answers), ``covered_answers``, ``answer_coverage`` (fraction of answers in the vocabulary; ``<unk>``
+        counts as out).
+    """
+    questions = covered_questions = answers = covered_answers = 0
+    for answer_list_ in answer_lists:
+        if answer_list_ is None:
+            continue
+        questions += 1
+        hits = sum(1 for a in answer_list_ if vocab.index(a) != 0)
+        answers += len(answer_list_)
+        covered_answers += hits
+        covered_questions += hits > 0
+    return {
+        "questions": questions,
+        "covered_questions": covered_questions,
+        "question_coverage": covered_questions / questions if questions else 0.0,
+        "answers": answers,
+        "covered_answers": covered_answers,
+        "answer_coverage": covered_answers / answers if answers else 0.0,
+    }
+
+
+def check_answer_coverage(vocab, answer_lists, source, min_coverage=MIN_ANSWER_COVERAGE, log=None):
+    """Logs the coverage of a training split by ``vocab`` and raises when too few questions have a target.
+
+    The packaged 3129 answers are the frequent answers of VQA2 train+val, so nearly every VQA2 train question has a
+    non-zero target (not measured here: no real imdb in the repository; the synthetic split has 100%); a vocabulary
+    of another dataset (or a shifted/corrupted file) trains on all-zero targets, which the KL loss accepts silently.
+    The 50% default only catches such mismatches; a stricter threshold is the caller's choice.
+
+    Args:
+        vocab (AnswerVocab), answer_lists: see :func:`answer_coverage`.
+        source (str): the split's annotation file(s), named in the message.
+        min_coverage (float): minimum ``question_coverage`` in [0, 1].
+        log (callable, optional): receives the one-line summary (default: ``logging.info`` of ``visualbert.data``).
+
+    Returns:
+        dict: :func:`answer_coverage`.
+
+    Raises:
+        DataFormatError: ``question_coverage < min_coverage`` (names the vocabulary file and the split).
+    """
+    import logging
+
+    stats = answer_coverage(vocab, answer_lists)
+    summary = (f"answer vocabulary {vocab.source}: {stats['covered_questions']} of {stats['questions']} questions of "
+               f"{source} ({100 * stats['question_coverage']:.1f}%) have an in-vocabulary answer; "
+               f"{100 * stats['answer_coverage']:.1f}% of the {stats['answers']} answers are in it")
+    (log or logging.getLogger("visualbert.data").info)(summary)
+    if stats["questions"] and stats["question_coverage"] < min_coverage:
+        raise DataFormatError(
+            f"{summary}, below the minimum {100 * min_coverage:.0f}%: the answer vocabulary does not fit this split "
+            "(wrong --answers_file?); these questions would train on all-zero targets"
+        )
+    return stats

@@ -8,8 +8,9 @@ import re
 import numpy as np
 
 from ..constants import SENTENCE_IMAGE_MATCH, SENTENCE_IMAGE_RANDOM
-from .errors import DataFormatError, with_example_context
+from .errors import DataFormatError, text_problem, with_example_context
 from .features import open_feature_store
+from .masking import check_mask_probabilities
 from .text import DEFAULT_MAX_SEQ_LENGTH, TextEncoder, example_rng
 
 _SET_RE = re.compile(r"captions_([a-z]+\d{4})\.json$")
@@ -43,10 +44,14 @@ def load_coco_captions(annotation_file):
             f"{annotation_file}: not a COCO captions file (expected JSON with 'images' and 'annotations' "
             f"having id, image_id, caption): {e!r}"
         ) from e
-    for ann in coco.dataset.get("annotations", [])[:1]:
+    for ann in coco.dataset.get("annotations", []):
         for key in ("id", "image_id", "caption"):
             if key not in ann:
                 raise DataFormatError(f"{annotation_file}: annotation {ann.get('id')} lacks {key!r}")
+        problem = text_problem(ann["caption"])
+        if problem:
+            raise DataFormatError(f"{annotation_file}: the caption of annotation {ann['id']} (image {ann['image_id']}) "
+                                  f"{problem}")
     return coco
 
 
@@ -150,6 +155,7 @@ class CocoCaptionsPretrainDataset:
             raise DataFormatError(f"{self.source}: needs captions of at least two images to draw random pairs")
         self.store = open_feature_store(features, dim=feature_dim, max_regions=max_regions)
         self.text = TextEncoder(tokenizer, max_seq_length)
+        check_mask_probabilities(mask_prob)
         self.mask_prob = mask_prob
         self.same_image_prob = same_image_prob
         self.seed = seed

@@ -26,11 +26,15 @@ TENSOR_KEYS = (
 
 
 def _in_paddle_worker():
-    """True inside a ``paddle.io.DataLoader`` worker process.
+    """True inside a ``paddle.io.DataLoader`` or :class:`~visualbert.data.loader.BatchLoader` worker process.
 
     There the arrays stay numpy: creating paddle Tensors in forked workers can crash them (segfault), and the
     DataLoader moves numpy arrays to the main process through shared memory and hands out paddle Tensors.
     """
+    from .loader import in_loader_worker
+
+    if in_loader_worker():
+        return True
     paddle = sys.modules.get("paddle")
     return paddle is not None and paddle.io.get_worker_info() is not None
 

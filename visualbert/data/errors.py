@@ -41,3 +41,32 @@ def with_example_context(error, context):
         return type(error)(message)
     except Exception:  # exotic constructor: fall back to a plain data error
         return DataFormatError(message)
+
+
+_NULL_WORDS = {"none", "null", "nan"}
+
+
+def text_problem(value):
+    """Why ``value`` is not a usable text, or None when it is one.
+
+    A null (``None``, JSON ``null``, float NaN) or its printed form written as the text (``"None"``,
+    ``"null"``, ``"nan"``: what ``str(None)`` leaves in a file), and an empty or blank string, are not texts;
+    training on them is training on noise.
+
+    Args:
+        value: a sentence, question or caption as read from an annotation file.
+
+    Returns:
+        str or None: e.g. ``"is empty"`` or ``"is null ('None')"``.
+    """
+    if value is None:
+        return "is null"
+    if isinstance(value, float) and value != value:
+        return "is null (NaN)"
+    if not isinstance(value, str):
+        return f"is a {type(value).__name__}, not a string"
+    if not value.strip():
+        return "is empty"
+    if value.strip().lower() in _NULL_WORDS:
+        return f"is null ({value.strip()!r})"
+    return None

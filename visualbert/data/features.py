@@ -116,7 +116,12 @@ class FeatureStore:
             )
 
     def _validate(self, array, where):
-        """Checks rank and width, applies the region cap and returns float32 [R, D]."""
+        """Checks rank, width, dtype and finiteness, applies the region cap and returns float32 [R, D]."""
+        if not np.issubdtype(array.dtype, np.floating):
+            raise DataFormatError(
+                f"{where}: expected float32 or float16 region features, got dtype {array.dtype} "
+                "(integer or boolean features would be cast silently; wrong file?)"
+            )
         if array.ndim != 2:
             raise DataFormatError(f"{where}: expected a 2-D array [regions, {self.dim or 'D'}], got shape {array.shape}")
         if array.shape[0] == 0:
@@ -130,7 +135,27 @@ class FeatureStore:
             )
         if self.max_regions is not None and array.shape[0] > self.max_regions:
             array = array[: self.max_regions]
-        return np.ascontiguousarray(array, dtype=np.float32)
+        return check_finite(np.ascontiguousarray(array, dtype=np.float32), where)
+
+
+def check_finite(array, where):
+    """Returns ``array`` if every value is finite, else raises :class:`DataFormatError` naming ``where``, the count
+    and the first bad position. One vectorised pass per array (about 0.1 ms for 100 x 2048 float32).
+
+    Args:
+        array (np.ndarray): float [R, D] (as it will be used: after the region cap and the float32 cast, so a
+            float64 value that overflows float32 is caught too).
+        where (str): the file (or store and key) named in the message.
+    """
+    finite = np.isfinite(array)
+    if not finite.all():
+        bad = np.argwhere(~finite)
+        r, c = (int(x) for x in bad[0])
+        raise DataFormatError(
+            f"{where}: {len(bad)} non-finite value(s) in the region features (first: {array[r, c]} at region {r}, "
+            f"column {c}); NaN/inf features would make every loss NaN"
+        )
+    return array
 
 
 def detect_layout(root):
@@ -288,6 +313,8 @@ class PackedFeatureStore(FeatureStore):
         array = self._open()
         if array.ndim != 2 or array.shape[1] != stored_dim:
             raise DataFormatError(f"{array_path}: expected shape [N, {stored_dim}], got {array.shape}")
+        if not np.issubdtype(array.dtype, np.floating):
+            raise DataFormatError(f"{array_path}: expected float32 or float16 features, got dtype {array.dtype}")
         total = max((o + c for o, c in self._index.values()), default=0)
         if total > array.shape[0]:
             raise DataFormatError(
@@ -323,7 +350,8 @@ class PackedFeatureStore(FeatureStore):
         if self.max_regions is not None:
             count = min(count, self.max_regions)
         # a copy (float16 is widened here), so samples never keep the memory map alive
-        return np.array(self._open()[offset : offset + count], dtype=np.float32)
+        array = np.array(self._open()[offset : offset + count], dtype=np.float32)
+        return check_finite(array, f"{self.array_path} rows {offset}..{offset + count - 1} (image {key!r})")
 
     def num_regions(self, key):
         entry = self._index.get(key)
@@ -366,7 +394,7 @@ def open_feature_store(root, dim=None, max_regions=None):
     return NpyFeatureStore(root, dim=dim, max_regions=max_regions)
 
 
-def pack_features(store, out_dir, keys=None, float16=False, progress=True):
+def pack_features(store, out_dir, keys=None, float16=False, progress=True, overwrite=False):
     """Packs the arrays of ``store`` into ``out_dir`` (``features.npy`` + ``index.json``), atomically.
 
     Args:
@@ -375,14 +403,26 @@ def pack_features(store, out_dir, keys=None, float16=False, progress=True):
         keys (list[str], optional): keys to pack (default: all of ``store.keys()``).
         float16 (bool): store float16 (half the size; values are rounded, overflow raises).
         progress (bool): show tqdm progress bars.
+        overwrite (bool): replace a store already in ``out_dir`` (otherwise that is an error).
 
     Returns:
         dict: the index written.
+
+    Raises:
+        FileExistsError: ``out_dir`` already holds ``features.npy`` or ``index.json`` and ``overwrite`` is False.
+        ValueError: ``out_dir`` is the source root or inside it (the packed array would become a feature "image").
     """
     from tqdm import tqdm
 
     from .io_utils import atomic_path, save_json
 
+    source, target = os.path.realpath(store.root), os.path.realpath(out_dir)
+    if target == source or target.startswith(source + os.sep):
+        raise ValueError(f"output {out_dir} is inside the feature root {store.root} it packs; choose another directory")
+    existing = [n for n in (PACKED_ARRAY, PACKED_INDEX) if os.path.exists(os.path.join(out_dir, n))]
+    if existing and not overwrite:
+        raise FileExistsError(f"{out_dir} already holds a packed store ({', '.join(existing)}); pass --overwrite to "
+                              "replace it")
     keys = sorted(store.keys()) if keys is None else list(keys)
     if not keys:
         raise DataFormatError(f"nothing to pack: no .npy feature files under {store.root}")

@@ -9,6 +9,21 @@ import numpy as np
 from ..constants import IGNORE_INDEX
 
 
+def check_mask_probabilities(mask_prob, mask_frac=0.8, random_frac=0.1):
+    """Raises ``ValueError`` unless ``mask_prob``, ``mask_frac`` and ``random_frac`` are probabilities and
+    ``mask_frac + random_frac <= 1`` (see :func:`mask_tokens`). Datasets call it at construction, so a bad
+    ``--mask_prob`` fails at start-up, not at the first example."""
+    for name, value in (("mask_prob", mask_prob), ("mask_frac", mask_frac), ("random_frac", random_frac)):
+        try:
+            ok = 0.0 <= float(value) <= 1.0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
+    if float(mask_frac) + float(random_frac) > 1.0:
+        raise ValueError(f"mask_frac + random_frac must be <= 1, got {mask_frac} + {random_frac}")
+
+
 def random_token_candidates(tokenizer):
     """Ids a "random token" replacement may draw: every vocabulary entry that is not ``[...]``-bracketed.
 
@@ -43,6 +58,7 @@ def mask_tokens(input_ids, special_mask, rng, mask_token_id, candidate_ids, mask
         tuple[np.ndarray, np.ndarray]: corrupted ``input_ids`` int64 [T] and ``labels`` int64 [T]
         (the original id at targets, ``IGNORE_INDEX`` elsewhere).
     """
+    check_mask_probabilities(mask_prob, mask_frac, random_frac)
     ids = np.array(input_ids, dtype=np.int64, copy=True)
     special = np.asarray(special_mask, dtype=bool)
     n = ids.shape[0]

@@ -3,8 +3,9 @@
 import numpy as np
 
 from ..constants import SENTENCE_IMAGE_MATCH, SENTENCE_IMAGE_RANDOM
-from .errors import DataFormatError, with_example_context
+from .errors import DataFormatError, text_problem, with_example_context
 from .features import open_feature_store
+from .masking import check_mask_probabilities
 from .io_utils import read_jsonl
 from .text import DEFAULT_MAX_SEQ_LENGTH, TextEncoder, example_rng
 
@@ -33,6 +34,14 @@ def read_nlvr2_jsonl(path):
             raise DataFormatError(f"{path}:{lineno}: label {row['label']!r} is not 'True' or 'False'")
         if len(str(row["identifier"]).split("-")) < 4:
             raise DataFormatError(f"{path}:{lineno}: identifier {row['identifier']!r} is not split-set-pair-sentence")
+        problem = text_problem(row["sentence"])
+        if problem:
+            raise DataFormatError(f"{path}:{lineno}: the sentence of {row['identifier']} {problem}")
+    labelled = ["label" in row for row in rows]
+    if any(labelled) and not all(labelled):
+        row = rows[labelled.index(False)]
+        raise DataFormatError(f"{path}:{row['_line']}: {row['identifier']} has no label, other lines have one "
+                              f"({sum(labelled)} of {len(rows)} lines are labelled)")
     return rows
 
 
@@ -81,6 +90,7 @@ class NLVR2Dataset:
         self.store = open_feature_store(features, dim=feature_dim, max_regions=max_regions)
         self.text = TextEncoder(tokenizer, max_seq_length)
         self.task = task
+        check_mask_probabilities(mask_prob)
         self.mask_prob = mask_prob
         self.seed = seed
         self.epoch = 0

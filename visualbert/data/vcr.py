@@ -5,7 +5,7 @@ import os
 import numpy as np
 
 from ..constants import ALIGNMENT_PAD
-from .errors import DataFormatError, with_example_context
+from .errors import DataFormatError, text_problem, with_example_context
 from .features import open_feature_store
 from .io_utils import read_jsonl
 from .text import DEFAULT_MAX_SEQ_LENGTH, TextEncoder
@@ -21,8 +21,37 @@ def read_vcr_jsonl(path):
     Raises:
         FileNotFoundError, DataFormatError: naming the file and line.
     """
-    return read_jsonl(path, ("question", "answer_choices", "rationale_choices", "objects", "img_fn"),
+    rows = read_jsonl(path, ("question", "answer_choices", "rationale_choices", "objects", "img_fn"),
                       "VCR annotation file")
+    for row in rows:
+        texts = [("question", row["question"])]
+        for key in ("answer_choices", "rationale_choices"):
+            if not isinstance(row[key], list):
+                raise DataFormatError(f"{path}:{row['_line']}: {key} is a {type(row[key]).__name__}, expected a list")
+            texts += [(f"{key}[{i}]", c) for i, c in enumerate(row[key])]
+        for what, tokens in texts:
+            problem = _tokens_problem(tokens, row["objects"])
+            if problem:
+                raise DataFormatError(f"{path}:{row['_line']}: {what} {problem}")
+    return rows
+
+
+def _tokens_problem(tokens, objects):
+    """Why a VCR token list (words and lists of object indices) is unusable, or None."""
+    if not isinstance(tokens, list) or not tokens:
+        return "is empty" if isinstance(tokens, list) else f"is a {type(tokens).__name__}, expected a token list"
+    words = []
+    for tok in tokens:
+        if isinstance(tok, list):
+            for box in tok:
+                if isinstance(box, bool) or not isinstance(box, int) or not 0 <= box < len(objects):
+                    return f"refers to object {box!r}, outside the {len(objects)} objects of the image"
+            words.append("object")
+        elif tok is None:
+            return "has a null token"
+        else:
+            words.append(str(tok))
+    return text_problem(" ".join(words))
 
 
 def vcr_image_key(img_fn):

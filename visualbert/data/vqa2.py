@@ -4,9 +4,10 @@ import os
 
 import numpy as np
 
-from .answers import load_answer_vocab
-from .errors import DataFormatError, with_example_context
+from .answers import MIN_ANSWER_COVERAGE, check_answer_coverage, load_answer_vocab
+from .errors import DataFormatError, text_problem, with_example_context
 from .features import open_feature_store
+from .masking import check_mask_probabilities
 from .text import DEFAULT_MAX_SEQ_LENGTH, TextEncoder, example_rng
 
 # split name -> imdb files (relative to the imdb directory); trainval falls back to train + val.
@@ -87,6 +88,12 @@ def load_imdb(path):
                 raise DataFormatError(f"{path}: element {i + 1} lacks {key!r} (keys: {sorted(e)})")
         if "question_str" not in e and "question_tokens" not in e:
             raise DataFormatError(f"{path}: element {i + 1} has neither 'question_str' nor 'question_tokens'")
+        tokens = e.get("question_tokens")
+        raw = " ".join(str(t) for t in tokens) if tokens is not None and len(tokens) else e.get("question_str")
+        problem = text_problem(raw) or (None if question_text(e) else "is empty")
+        if problem:
+            raise DataFormatError(f"{path}: element {i + 1} (question_id {e.get('question_id')}): the question "
+                                  f"{problem}")
     return header, entries
 
 
@@ -179,6 +186,7 @@ class VQA2Dataset:
         self.vocab = load_answer_vocab(answers_file)
         self.text = TextEncoder(tokenizer, max_seq_length)
         self.task = task
+        check_mask_probabilities(mask_prob)
         self.mask_prob = mask_prob
         self.seed = seed
         self.epoch = 0
@@ -189,6 +197,17 @@ class VQA2Dataset:
     def check_features(self):
         """Raises :class:`MissingFeaturesError` listing every image of the split without features."""
         self.store.check([e["image_name"] for e in self.entries], source=", ".join(sorted(set(self.sources))))
+
+    def check_answer_coverage(self, min_coverage=MIN_ANSWER_COVERAGE):
+        """Logs how many questions have an in-vocabulary answer; raises :class:`DataFormatError` (naming the
+        vocabulary file) below ``min_coverage``. For the training split of ``task="vqa"``; see
+        :func:`visualbert.data.answers.check_answer_coverage`.
+
+        Returns:
+            dict: the coverage statistics.
+        """
+        return check_answer_coverage(self.vocab, [answer_list(e) for e in self.entries],
+                                     ", ".join(sorted(set(self.sources))), min_coverage)
 
     def set_epoch(self, epoch):
         """Sets the epoch (MLM draws depend on it). Call before each epoch, in the main process."""

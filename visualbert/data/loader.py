@@ -1,0 +1,286 @@
+"""Batch loading that never hangs: batches of ``collate_fn([dataset[i] for i in indices])`` in sampler order.
+
+Why not ``paddle.io.DataLoader`` (paddle 3.3.1): with ``num_workers=0`` it still reads in a background thread
+(``_DataLoaderIterSingleProcess._thread_loop``) whose ``dataset_fetcher.fetch`` call is guarded only by
+``except StopIteration``. Any other exception raised by the dataset or the collate function ends the thread
+(the traceback is printed by ``threading.excepthook``) without ``_exit_thread_unexpectedly()``, so the blocking
+queue is neither closed nor killed and the main thread waits forever inside the C++ ``read_next_list()``, where
+SIGINT cannot be delivered (Ctrl-C does nothing, 0% CPU). With workers the error does come back, but as
+``SystemError: Blocking queue is killed`` after the worker's chained traceback.
+
+:class:`BatchLoader` replaces it:
+
+* ``num_workers=0``: a plain generator in the calling thread. The dataset's own error (e.g.
+  :class:`~visualbert.data.errors.MissingFeaturesError` naming the file and the example) propagates unchanged,
+  and Ctrl-C interrupts it like any Python code;
+* ``num_workers>0``: forked worker processes (one task queue each, batches assigned round-robin, results
+  reordered), at most ``prefetch * num_workers`` batches in flight. A worker's exception is re-raised in the
+  main process with its type and message (:class:`LoaderWorkerError` if it cannot be pickled); a worker that
+  dies (segfault, OOM kill) or, with ``timeout``, takes too long raises :class:`LoaderWorkerError` naming the
+  worker and the batch's example indices. The workers ignore SIGINT (the main process handles it and
+  terminates them), exit by themselves when the main process disappears, and are terminated whenever the
+  iteration ends (exhausted, ``break``, an error, ``close()``).
+
+In workers :func:`in_loader_worker` is true, so the collator returns numpy (paddle tensors in forked processes
+can segfault); the main process turns every numpy array of a batch (also inside lists and dicts, as paddle's
+DataLoader did) into a ``paddle.Tensor`` when ``to_tensor`` is set.
+"""
+
+import os
+import pickle
+import queue
+import signal
+import time
+import traceback
+
+import numpy as np
+
+_IN_WORKER = False
+_POLL_SECONDS = 0.2
+
+
+def in_loader_worker():
+    """bool: True inside a :class:`BatchLoader` worker process."""
+    return _IN_WORKER
+
+
+class LoaderWorkerError(RuntimeError):
+    """A loader worker died, timed out, or raised an exception that could not be sent back as it was.
+
+    Attributes:
+        worker_traceback (str or None): the worker's formatted traceback, if it raised.
+    """
+
+    def __init__(self, message, worker_traceback=None):
+        super().__init__(message)
+        self.worker_traceback = worker_traceback
+
+
+def _to_tensors(batch):
+    import paddle
+
+    if isinstance(batch, np.ndarray):
+        return paddle.to_tensor(batch)
+    if isinstance(batch, dict):
+        return {k: _to_tensors(v) for k, v in batch.items()}
+    if isinstance(batch, list):
+        return [_to_tensors(v) for v in batch]
+    if isinstance(batch, tuple):
+        return tuple(_to_tensors(v) for v in batch)
+    return batch
+
+
+def _describe_exit(exitcode):
+    if exitcode is None:
+        return "is still running"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        hint = " (killed: out of memory?)" if -exitcode == signal.SIGKILL else ""
+        return f"died with {name}{hint}"
+    return f"exited with status {exitcode}"
+
+
+def _worker_loop(worker_id, dataset, collate_fn, tasks, results, parent_pid, current):
+    global _IN_WORKER
+    _IN_WORKER = True
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    while True:
+        try:
+            task = tasks.get(timeout=1.0)
+        except queue.Empty:
+            if os.getppid() != parent_pid:  # the main process is gone: do not linger as an orphan
+                return
+            continue
+        if task is None:
+            return
+        batch_no, indices = task
+        current[worker_id] = batch_no  # read by the main process if this worker dies
+        try:
+            batch = collate_fn([dataset[i] for i in indices])
+            results.put((batch_no, True, batch))
+        except Exception as e:  # sent back to the main process, which raises it
+            tb = traceback.format_exc()
+            try:
+                payload = pickle.dumps(e)
+                pickle.loads(payload)
+            except Exception:
+                payload = None
+            results.put((batch_no, False, (payload, f"{type(e).__name__}: {e}", tb)))
+
+
+class BatchLoader:
+    """Iterates over ``collate_fn([dataset[i] for i in indices])`` for each ``indices`` of ``batch_sampler``.
+
+    Args:
+        dataset: indexable dataset (``dataset[i]`` -> sample dict of numpy values).
+        batch_sampler (iterable of list[int]): batches of dataset indices (re-iterated by every ``iter()``).
+        collate_fn (callable): list of samples -> batch (dict of numpy arrays / paddle tensors and metadata).
+        num_workers (int): 0 = load in the calling thread; N > 0 = N forked worker processes.
+        prefetch (int): batches in flight per worker (N > 0).
+        timeout (float): seconds to wait for one batch from the workers before raising; 0 = no limit.
+        to_tensor (bool): turn numpy arrays of a batch into ``paddle.Tensor`` (in the main process).
+
+    Raises:
+        ValueError: ``num_workers`` < 0, ``prefetch`` < 1 or ``timeout`` < 0.
+    """
+
+    def __init__(self, dataset, batch_sampler, collate_fn, num_workers=0, prefetch=2, timeout=0.0, to_tensor=True):
+        if int(num_workers) < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        if int(prefetch) < 1:
+            raise ValueError(f"prefetch must be >= 1, got {prefetch}")
+        if timeout < 0:
+            raise ValueError(f"timeout must be >= 0, got {timeout}")
+        self.dataset = dataset
+        self.batch_sampler = batch_sampler
+        self.collate_fn = collate_fn
+        self.num_workers = int(num_workers)
+        self.prefetch = int(prefetch)
+        self.timeout = float(timeout)
+        self.to_tensor = to_tensor
+        self._workers = []
+
+    def __len__(self):
+        return len(self.batch_sampler)
+
+    def __iter__(self):
+        if self.num_workers == 0:
+            return self._iter_in_process()
+        return self._iter_workers()
+
+    def _convert(self, batch):
+        return _to_tensors(batch) if self.to_tensor else batch
+
+    def _iter_in_process(self):
+        for indices in self.batch_sampler:
+            yield self._convert(self.collate_fn([self.dataset[i] for i in indices]))
+
+    def _iter_workers(self):
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("fork")
+        n = self.num_workers
+        task_queues = [ctx.Queue() for _ in range(n)]
+        results = ctx.Queue()
+        self._current = ctx.Array("q", [-1] * n, lock=False)
+        self._workers = [
+            ctx.Process(target=_worker_loop, args=(w, self.dataset, self.collate_fn, task_queues[w], results,
+                                                   os.getpid(), self._current), daemon=True)
+            for w in range(n)
+        ]
+        for p in self._workers:
+            p.start()
+        try:
+            batches = iter(self.batch_sampler)
+            sent = {}  # batch_no -> indices, not yet yielded
+            ready = {}
+            next_to_send = next_to_yield = 0
+            exhausted = False
+            while True:
+                while not exhausted and next_to_send - next_to_yield < self.prefetch * n:
+                    try:
+                        indices = list(next(batches))
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    task_queues[next_to_send % n].put((next_to_send, indices))
+                    sent[next_to_send] = indices
+                    next_to_send += 1
+                if next_to_yield == next_to_send:
+                    return
+                waited = 0.0
+                while next_to_yield not in ready:
+                    try:
+                        batch_no, ok, payload = results.get(timeout=_POLL_SECONDS)
+                    except queue.Empty:
+                        waited += _POLL_SECONDS
+                        self._check_alive(next_to_yield, sent)
+                        if self.timeout and waited >= self.timeout:
+                            w = next_to_yield % n
+                            raise LoaderWorkerError(
+                                f"loader worker {w} (pid {self._workers[w].pid}) gave no batch in {self.timeout:g} s "
+                                f"(batch {next_to_yield}, examples {_short(sent[next_to_yield])})") from None
+                        continue
+                    if not ok:
+                        self._raise_worker_error(batch_no, payload)
+                    ready[batch_no] = payload
+                batch = ready.pop(next_to_yield)
+                sent.pop(next_to_yield)
+                next_to_yield += 1
+                yield self._convert(batch)
+        finally:
+            self._shutdown(task_queues, results)
+
+    def _check_alive(self, batch_no, sent):
+        for w, p in enumerate(self._workers):
+            if p.exitcode is not None:
+                # a result put just before the death may be lost in the queue's feeder thread: name the batch the
+                # worker had started
+                died_on = self._current[w]
+                where = f"batch {died_on}, examples {_short(sent[died_on])}" if died_on in sent else f"batch {batch_no}"
+                raise LoaderWorkerError(f"loader worker {w} (pid {p.pid}) {_describe_exit(p.exitcode)} while "
+                                        f"loading {where}")
+
+    @staticmethod
+    def _raise_worker_error(batch_no, payload):
+        pickled, summary, tb = payload
+        error = None
+        if pickled is not None:
+            try:
+                error = pickle.loads(pickled)
+            except Exception:
+                error = None
+        if error is None:
+            raise LoaderWorkerError(f"{summary} [in a loader worker, batch {batch_no}]", worker_traceback=tb)
+        error.worker_traceback = tb  # for --debug; the message itself names the file and the example
+        raise error
+
+    def _shutdown(self, task_queues, results):
+        for q in task_queues:
+            try:
+                q.put_nowait(None)
+            except Exception:
+                pass
+        deadline = time.time() + 1.0
+        for p in self._workers:
+            p.join(timeout=max(0.0, deadline - time.time()))
+        for p in self._workers:
+            if p.exitcode is None:
+                p.terminate()
+        for p in self._workers:
+            p.join(timeout=1.0)
+            if p.exitcode is None:
+                p.kill()
+                p.join(timeout=1.0)
+        for q in task_queues + [results]:
+            q.cancel_join_thread()  # never block at exit on data nobody will read
+            q.close()
+        self._workers = []
+
+    def close(self):
+        """Terminates the workers of an iteration in progress (also done when the iteration ends)."""
+        for p in self._workers:
+            if p.exitcode is None:
+                p.kill()
+
+
+def sequential_batches(num_examples, batch_size):
+    """list[list[int]]: ``range(num_examples)`` cut into batches of ``batch_size`` in order (the last may be short),
+    for evaluation and prediction.
+
+    Raises:
+        ValueError: ``batch_size`` < 1 (a batch size of 0 would otherwise reach paddle as an obscure error).
+    """
+    if int(batch_size) < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    n, b = int(num_examples), int(batch_size)
+    return [list(range(start, min(start + b, n))) for start in range(0, n, b)]
+
+
+def _short(indices, limit=8):
+    shown = ", ".join(str(i) for i in indices[:limit])
+    return f"[{shown}{', ...' if len(indices) > limit else ''}]"
