@@ -18,7 +18,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from visualbert import runner  # noqa: E402
 from visualbert.cli import main_wrapper, prediction_parser  # noqa: E402
 from visualbert.engine import UsageError  # noqa: E402
-from visualbert.metrics import vcr_metrics, write_json_atomic, write_text_atomic  # noqa: E402
+from visualbert.fileio import write_json, write_jsonl  # noqa: E402
+from visualbert.metrics import vcr_metrics  # noqa: E402
 from visualbert.modeling import VisualBertForMultipleChoice  # noqa: E402
 from visualbert.tasks import VCR, load_tokenizer_for  # noqa: E402
 
@@ -52,15 +53,14 @@ def main(argv=None):
         for i, annot in enumerate(ids):
             rows.setdefault(annot, {"annot_id": annot})[f"{key}_probs"] = [float(p) for p in probs[i]]
     os.makedirs(args.output_dir, exist_ok=True)
-    lines = "".join(json.dumps(row) + "\n" for row in rows.values())
-    write_text_atomic(os.path.join(args.output_dir, "predictions.jsonl"), lines)
+    write_jsonl(os.path.join(args.output_dir, "predictions.jsonl"), rows.values(), sort_keys=False)
     have_labels = all(p[1] is not None for p in parts.values())
     if have_labels:
         a = parts.get("answer", (None, None))
         r = parts.get("rationale", (None, None))
         metrics = vcr_metrics(a[0], a[1], r[0], r[1])
         metrics["split"] = args.split
-        write_json_atomic(os.path.join(args.output_dir, "metrics.json"), metrics)
+        write_json(os.path.join(args.output_dir, "metrics.json"), metrics)
         print(json.dumps(metrics, indent=1, sort_keys=True))
     print(f"wrote {len(rows)} predictions to {os.path.join(args.output_dir, 'predictions.jsonl')}")
     return 0

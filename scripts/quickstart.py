@@ -131,9 +131,9 @@ def main():
         lines.append(f"| {label} | " + " | ".join(f"{v:.1f}" for v in vals) + " |")
     table = "\n".join(lines)
     print("\n" + table + f"\n\n({results['seconds']} s; {args.vqa_steps} VQA2 / {args.nlvr2_steps} NLVR2 steps per run)")
-    from visualbert.metrics import write_json_atomic
+    from visualbert.fileio import write_json
 
-    write_json_atomic(os.path.join(args.out, "results.json"), results)
+    write_json(os.path.join(args.out, "results.json"), results)
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write(table + "\n")
     logs = os.path.join(ROOT, "logs", "quickstart")

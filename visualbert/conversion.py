@@ -17,7 +17,7 @@ import tempfile
 
 import numpy as np
 
-from .atomic import replace_dir
+from .fileio import replace_dir
 from .configuration import CONFIG_NAME, VisualBertConfig, checkpoint_info, config_for_checkpoint
 
 # ------------------------------------------------------------------------------------------------ the table

@@ -44,8 +44,8 @@ import numpy as np
 import paddle
 
 from . import accel
-from .atomic import atomic_path, replace_dir
-from .metrics import write_json_atomic
+from .fileio import atomic_path, fsync_dir, read_jsonl, replace_dir, write_json, append_jsonl, to_json
+
 
 logger = logging.getLogger("visualbert.engine")
 
@@ -150,7 +150,7 @@ def write_args_json(output_dir, args, extra=None):
     }
     if extra:
         payload.update(extra)
-    write_json_atomic(os.path.join(output_dir, ARGS_FILE), payload, sort_keys=False)
+    write_json(os.path.join(output_dir, ARGS_FILE), payload, sort_keys=False)
 
 
 class JsonlLogger:
@@ -161,25 +161,8 @@ class JsonlLogger:
         self.enabled = enabled
 
     def log(self, record):
-        if not self.enabled:
-            return
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, sort_keys=True, default=_json_default) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-
-
-def _json_default(obj):
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return str(obj)
-
-
-def read_jsonl(path):
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        if self.enabled:
+            append_jsonl(self.path, record)
 
 
 # ------------------------------------------------------------------------------------------ optimizer
@@ -354,17 +337,6 @@ def eval_batches(dataset, collate_fn, batch_size, num_workers=0):
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
-def _fsync_dir(path):
-    try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
-
-
 def _save_pretrained(model, directory, state_dict=None):
     """``model.save_pretrained(directory)``; a given ``state_dict`` (the fp32 weights of an O2 model, see
     :func:`visualbert.accel.fp32_state_dict`) replaces the weights it wrote."""
@@ -385,8 +357,7 @@ def save_model_dir(model, directory, extra_json=None, state_dict=None):
     _save_pretrained(model, tmp, state_dict)
     if extra_json:
         for name, payload in extra_json.items():
-            write_json_atomic(os.path.join(tmp, name), payload)
-    _fsync_dir(tmp)
+            write_json(os.path.join(tmp, name), payload)
     replace_dir(tmp, directory)
 
 
@@ -524,13 +495,12 @@ class Trainer:
                     os.path.join(tmp, OPTIMIZER_FILE))
         if os.environ.get(_KILL_DURING_SAVE_ENV) == str(step):
             os._exit(17)  # emulate a kill while the checkpoint is half written
-        write_json_atomic(os.path.join(tmp, SCHEDULER_FILE), self.scheduler.state_dict())
+        write_json(os.path.join(tmp, SCHEDULER_FILE), self.scheduler.state_dict())
         with open(os.path.join(tmp, RNG_FILE), "wb") as f:
             pickle.dump(_rng_state(), f)
         if self.scaler is not None:
             paddle.save(self.scaler.state_dict(), os.path.join(tmp, "scaler.pdparams"))
-        write_json_atomic(os.path.join(tmp, TRAINER_STATE), dict(self.state))  # last file: marks completeness
-        _fsync_dir(tmp)
+        write_json(os.path.join(tmp, TRAINER_STATE), dict(self.state))  # last file: marks completeness
         replace_dir(tmp, final)
         self._rotate_checkpoints()
         logger.info("saved checkpoint %s", final)
@@ -595,7 +565,7 @@ class Trainer:
         record = {"type": "eval", "step": step, "epoch": self.state["epoch"]}
         record.update(metrics)
         self.log.log(record)
-        logger.info("eval at step %d: %s", step, json.dumps(metrics, sort_keys=True, default=_json_default))
+        logger.info("eval at step %d: %s", step, to_json(metrics, sort_keys=True))
         key = self.args.metric_for_best
         if key and key in metrics and metrics[key] is not None and self._is_better(metrics[key]):
             self.state["best_metric"] = float(metrics[key])

@@ -20,7 +20,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from .atomic import atomic_path
+from .fileio import atomic_path
 from .configuration import VisualBertConfig
 from .constants import ALIGNMENT_PAD, IGNORE_INDEX
 

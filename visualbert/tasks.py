@@ -17,7 +17,8 @@ from .constants import IGNORE_INDEX
 from .data import Collator
 from .engine import UsageError, eval_batches
 from .metrics import (nlvr2_metrics, vcr_metrics, vqa_official_accuracy, vqa_predict, vqa_soft_accuracy,
-                      write_json_atomic, write_nlvr2_predictions)
+                      write_nlvr2_predictions)
+from .fileio import write_json
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "visual_embeds", "visual_attention_mask",
                 "visual_token_type_ids", "image_text_alignment", "labels", "sentence_image_labels")
@@ -201,10 +202,10 @@ class VQA2:
         _, pred_str, metrics = cls.scores(dataset, arrays["logits"], answers, mask_unk=False)
         result = [{"question_id": int(q), "answer": a} for q, a in zip(meta["question_id"], pred_str)]
         os.makedirs(args.output_dir, exist_ok=True)
-        write_json_atomic(os.path.join(args.output_dir, "result.json"), result, indent=None)
+        write_json(os.path.join(args.output_dir, "result.json"), result, indent=None)
         if metrics:
             metrics["split"] = args.split
-            write_json_atomic(os.path.join(args.output_dir, "metrics.json"), metrics)
+            write_json(os.path.join(args.output_dir, "metrics.json"), metrics)
         return result, metrics
 
     @staticmethod
@@ -286,7 +287,7 @@ class NLVR2:
         if metrics:
             metrics["split"] = args.split
             metrics["num_examples"] = len(predictions)
-            write_json_atomic(os.path.join(args.output_dir, "metrics.json"), metrics)
+            write_json(os.path.join(args.output_dir, "metrics.json"), metrics)
         return predictions, metrics
 
     @staticmethod

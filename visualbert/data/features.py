@@ -381,7 +381,7 @@ def pack_features(store, out_dir, keys=None, float16=False, progress=True):
     """
     from tqdm import tqdm
 
-    from .io_utils import atomic_path, save_json
+    from ..fileio import atomic_path, write_json
 
     keys = sorted(store.keys()) if keys is None else list(keys)
     if not keys:
@@ -405,5 +405,5 @@ def pack_features(store, out_dir, keys=None, float16=False, progress=True):
         out.flush()
         del out
     index = {"dim": dim, "dtype": np.dtype(dtype).name, "keys": keys, "offsets": offsets, "counts": counts}
-    save_json(os.path.join(out_dir, PACKED_INDEX), index)
+    write_json(os.path.join(out_dir, PACKED_INDEX), index, indent=None, sort_keys=True)
     return index

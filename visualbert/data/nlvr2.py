@@ -5,7 +5,7 @@ import numpy as np
 from ..constants import SENTENCE_IMAGE_MATCH, SENTENCE_IMAGE_RANDOM
 from .errors import DataFormatError, with_example_context
 from .features import open_feature_store
-from .io_utils import read_jsonl
+from ..fileio import read_jsonl
 from .text import DEFAULT_MAX_SEQ_LENGTH, TextEncoder, example_rng
 
 NLVR2_FEATURE_DIM = 1024
