@@ -15,13 +15,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from visualbert import runner  # noqa: E402
-from visualbert.cli import main_wrapper, prediction_parser  # noqa: E402
-from visualbert.engine import UsageError  # noqa: E402
+from visualbert.build import build_collator, build_dataset, check_model_fits, load_tokenizer, load_trained_model  # noqa: E402
+from visualbert.cli import UsageError, main_wrapper, prediction_parser  # noqa: E402
 from visualbert.fileio import write_json, write_jsonl  # noqa: E402
 from visualbert.metrics import vcr_metrics  # noqa: E402
-from visualbert.modeling import VisualBertForMultipleChoice  # noqa: E402
-from visualbert.tasks import VCR, load_tokenizer_for  # noqa: E402
+from visualbert.tasks import VCR  # noqa: E402
 
 
 def main(argv=None):
@@ -40,15 +38,15 @@ def main(argv=None):
     if not args.model_dir and not args.qar_model_dir:
         raise UsageError("give --model_dir (Q->A) and/or --qar_model_dir (QA->R)")
     VCR.check_data_args(args)
-    tokenizer = load_tokenizer_for(args)
+    tokenizer = load_tokenizer(args.vocab_file)
     rows, parts = {}, {}
     for key, model_dir, mode in (("answer", args.model_dir, "qa"), ("rationale", args.qar_model_dir, "qar")):
         if not model_dir:
             continue
-        model = runner.load_trained_model(model_dir, VisualBertForMultipleChoice)
-        dataset = VCR.dataset(args, tokenizer, args.split, mode)
-        runner.check_model_fits(model, dataset)
-        probs, labels, ids = VCR.probabilities(model, dataset, args)
+        model = load_trained_model(model_dir, VCR.model_class)
+        dataset = build_dataset(VCR, args.split, args, tokenizer, mode=mode)
+        check_model_fits(model, dataset)
+        probs, labels, ids = VCR.probabilities(model, dataset, args, build_collator(tokenizer))
         parts[key] = (probs, labels)
         for i, annot in enumerate(ids):
             rows.setdefault(annot, {"annot_id": annot})[f"{key}_probs"] = [float(p) for p in probs[i]]

@@ -10,7 +10,7 @@ import paddle
 import pytest
 
 from visualbert.data.synthetic import generate
-from visualbert.engine import read_jsonl
+from visualbert.fileio import read_jsonl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = ["--hidden_size", "32", "--num_hidden_layers", "2", "--num_attention_heads", "2", "--intermediate_size", "64",
@@ -25,15 +25,37 @@ def synth(tmp_path_factory):
     return out
 
 
+# NLVR2/run_nlvr2.py's main with a callback by which every rank writes its final weights to <dump>/rank<r>.pdparams.
+DUMPER = """
+import os, runpy, sys
+import paddle
+from visualbert.engine import TrainerCallback
+
+dump = sys.argv[1]
+
+
+class DumpRankWeights(TrainerCallback):
+    def on_train_end(self, trainer):
+        os.makedirs(dump, exist_ok=True)
+        paddle.save(trainer.model.state_dict(), os.path.join(dump, f"rank{trainer.rank}.pdparams"))
+
+
+sys.exit(runpy.run_path("NLVR2/run_nlvr2.py")["main"](sys.argv[2:], callbacks=[DumpRankWeights()]))
+"""
+
+
 def run(synth, out, nproc, batch, steps, dump, log_dir):
-    script = ["NLVR2/run_nlvr2.py", "--data_dir", f"{synth}/nlvr2", "--features", f"{synth}/detectron_fix_144",
+    driver = os.path.join(os.path.dirname(log_dir), f"driver_{os.path.basename(log_dir)}.py")
+    with open(driver, "w") as f:
+        f.write(DUMPER)
+    script = [driver, dump, "--data_dir", f"{synth}/nlvr2", "--features", f"{synth}/detectron_fix_144",
               "--output_dir", out, "--batch_size", str(batch), "--max_steps", str(steps), "--eval_steps", str(steps)] + MODEL
     if nproc == 1:
         cmd = [sys.executable] + script
     else:
         cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", str(nproc), "--log_dir", log_dir] + script
     env = {k: v for k, v in os.environ.items() if not k.startswith("PADDLE_")}
-    env["VISUALBERT_TEST_DUMP_RANK_WEIGHTS"] = dump
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=400, env=env)
     logs = ""
     if os.path.isdir(log_dir):
