@@ -58,7 +58,7 @@ def compare_checkpoint(name, torch_dir=None, paddle_dir=None, seed=0, config_ove
     import transformers
 
     from visualbert import load_pretrained
-    from visualbert.parity import diff_outputs, make_hf_model, make_inputs, run_hf, run_paddle
+    from parity import diff_outputs, make_hf_model, make_inputs, run_hf, run_paddle
 
     info = checkpoint_info(name)
     architecture = info["architecture"]

@@ -8,22 +8,13 @@ import pytest
 
 from visualbert.constants import IGNORE_INDEX, SENTENCE_IMAGE_MATCH, SENTENCE_IMAGE_RANDOM
 from visualbert.data import CocoCaptionsPretrainDataset, Collator, DataFormatError, mask_tokens
-from visualbert.data.synthetic import generate
-from visualbert.tokenizer import load_tokenizer
 
 MASK, CLS, SEP = 103, 101, 102
 
 
 @pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("synth_coco"))
-    generate(out, num_images=15, questions_per_image=1, regions=5, vqa_dim=32, captions_per_image=5, tasks=("vqa",))
-    return out
+def synth(synthetic):
+    return synthetic(num_images=15, questions_per_image=1, regions=5, vqa_dim=32, captions_per_image=5, tasks=("vqa",))
 
 
 def _coco(synth, tok, split="train2014", **kw):

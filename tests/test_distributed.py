@@ -9,7 +9,6 @@ import numpy as np
 import paddle
 import pytest
 
-from visualbert.data.synthetic import generate
 from visualbert.fileio import read_jsonl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -19,10 +18,8 @@ MODEL = ["--hidden_size", "32", "--num_hidden_layers", "2", "--num_attention_hea
 
 
 @pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("synth_dist"))
-    generate(out, tasks=("nlvr2",), nlvr2_dim=32, nlvr2_sets=10, nlvr2_regions=4)
-    return out
+def synth(synthetic):
+    return synthetic(tasks=("nlvr2",), nlvr2_dim=32, nlvr2_sets=10, nlvr2_regions=4)
 
 
 # NLVR2/run_nlvr2.py's main with a callback by which every rank writes its final weights to <dump>/rank<r>.pdparams.

@@ -12,11 +12,11 @@ import numpy as np
 import paddle
 import pytest
 
+from conftest import tiny_config
 from visualbert import accel
 from visualbert.checkpoints import list_checkpoints, optimizer_state_from_structured, optimizer_state_to_structured
 from visualbert.cli import UsageError, training_parser
 from visualbert.config import TrainConfig
-from visualbert.configuration import VisualBertConfig
 from visualbert.data import Collator
 from visualbert.distributed import set_seed
 from visualbert.engine import ShardedShuffleBatchSampler, Trainer, build_optimizer, model_inputs, no_decay
@@ -52,9 +52,9 @@ class ToyNLVR2:
 
 def tiny_model(dropout=0.0, seed=0):
     set_seed(seed)
-    config = VisualBertConfig(vocab_size=1200, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                              intermediate_size=32, visual_embedding_dim=DIM, num_labels=2, max_position_embeddings=32,
-                              hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+    config = tiny_config(hidden_size=16, num_attention_heads=2, intermediate_size=32, visual_embedding_dim=DIM,
+                         num_labels=2, max_position_embeddings=32, hidden_dropout_prob=dropout,
+                         attention_probs_dropout_prob=dropout)
     return VisualBertForVisualReasoning(config)
 
 

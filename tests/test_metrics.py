@@ -240,15 +240,23 @@ def test_official_errors():
         M.vqa_official_accuracy({1: "a"}, {1: {"answer_type": "x", "question_type": "y"}})
 
 
-def test_contraction_table_is_complete():
-    # The official table has 120 entries; spot-check a few, including its quirks.
-    table = M._VQA_CONTRACTIONS
-    assert len(table) == 120
-    assert table["dont"] == "don't"
-    assert table["yall'd've"] == "y'all'd've"
-    assert table["somebody'd"] == "somebodyd"
-    assert table["twas"] == "'twas"
-    assert all("\u2019" not in k + v for k, v in table.items())  # ASCII apostrophes (head version)
+def test_contractions_as_the_official_table_writes_them():
+    # Hand-read from vqaEval.py's ``contractions`` dict (head version): the usual forms, and its quirks
+    # ("somebody'd" maps to "somebodyd", "twas" gains a leading apostrophe, "yall'd've" its inner one).
+    cases = {
+        "dont know": "don't know",
+        "i cant": "i can't",
+        "yall'd've": "y'all'd've",
+        "somebody'd": "somebodyd",
+        "twas": "'twas",
+        "hes": "he's",
+        "don't": "don't",  # already contracted: unchanged
+        "dontt": "dontt",  # not in the table
+    }
+    for raw, expected in cases.items():
+        assert M.vqa_process_digit_article(raw) == expected, raw
+    # Contractions come after number words and articles, word by word.
+    assert M.vqa_process_digit_article("The two dogs dont") == "2 dogs don't"
 
 
 # ----------------------------------------------------------------------------- NLVR2

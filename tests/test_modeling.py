@@ -9,7 +9,6 @@ import torch
 import transformers
 
 from visualbert import (
-    VisualBertConfig,
     VisualBertForMultipleChoice,
     VisualBertForPreTraining,
     VisualBertForQuestionAnswering,
@@ -17,7 +16,9 @@ from visualbert import (
     VisualBertModel,
     load_pretrained,
 )
-from visualbert.parity import diff_outputs, hf_config, make_hf_model, make_inputs, paddle_from_hf, run_hf, run_paddle
+from conftest import tiny_config
+from parity import diff_outputs, hf_config, make_hf_model, paddle_from_hf, run_hf, run_paddle
+from visualbert.inputs import make_inputs
 
 ARCHITECTURES = [
     "VisualBertModel",
@@ -27,13 +28,6 @@ ARCHITECTURES = [
     "VisualBertForMultipleChoice",
     "VisualBertForRegionToPhraseAlignment",
 ]
-
-
-def tiny_config(**overrides):
-    values = dict(vocab_size=1100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                  visual_embedding_dim=24, max_position_embeddings=64, num_labels=2)
-    values.update(overrides)
-    return VisualBertConfig(**values)
 
 
 # Every parity test runs on both kernel paths: "cpu" (bias fused into addmm, the mask expanded once per forward)
@@ -316,7 +310,7 @@ def _vqa_model_and_inputs():
 def test_wrong_visual_width_is_a_clear_error():
     model, inputs = _vqa_model_and_inputs()
     inputs["visual_embeds"] = np.zeros(inputs["visual_embeds"].shape[:2] + (2048,), dtype=np.float32)
-    with pytest.raises(ValueError, match="feature width 2048.*visual_embedding_dim=24"):
+    with pytest.raises(ValueError, match=f"feature width 2048.*visual_embedding_dim={model.config.visual_embedding_dim}"):
         model(**{k: paddle.to_tensor(v) for k, v in inputs.items()})
 
 

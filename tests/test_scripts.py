@@ -33,11 +33,9 @@ def load_script(relpath):
 
 
 @pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("synth"))
-    generate(out, num_images=20, vqa_dim=DIM, nlvr2_dim=DIM, vcr_dim=DIM, nlvr2_sets=10, vcr_examples=12, regions=4,
-             nlvr2_regions=4)
-    return out
+def synth(synthetic):
+    return synthetic(num_images=20, vqa_dim=DIM, nlvr2_dim=DIM, vcr_dim=DIM, nlvr2_sets=10, vcr_examples=12, regions=4,
+                     nlvr2_regions=4)
 
 
 def vqa_args(synth):
