@@ -6,17 +6,12 @@ questions) or NLVR2 (MLM + the truth label through the sentence-image head).
         --features data/detectron_fix_100 --bert_model checkpoints/bert-base-uncased --output_dir runs/coco_pre
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from visualbert.build import build_collator, build_dataset, build_model, load_tokenizer  # noqa: E402
-from visualbert.cli import main_wrapper, training_parser  # noqa: E402
-from visualbert.config import TrainConfig  # noqa: E402
-from visualbert.distributed import setup_process  # noqa: E402
-from visualbert.engine import fit  # noqa: E402
-from visualbert.tasks import Pretrain  # noqa: E402
+from visualbert.build import build_collator, build_dataset, build_model, load_tokenizer
+from visualbert.cli import main_wrapper, training_parser
+from visualbert.config import TrainConfig
+from visualbert.distributed import setup_process
+from visualbert.engine import fit
+from visualbert.tasks import Pretrain
 
 
 def main(argv=None, callbacks=()):

@@ -5,17 +5,12 @@
         --model_name_or_path checkpoints/visualbert-nlvr2-pre --output_dir runs/nlvr2
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from visualbert.build import build_collator, build_dataset, build_model, load_tokenizer  # noqa: E402
-from visualbert.cli import main_wrapper, training_parser  # noqa: E402
-from visualbert.config import TrainConfig  # noqa: E402
-from visualbert.distributed import setup_process  # noqa: E402
-from visualbert.engine import fit  # noqa: E402
-from visualbert.tasks import NLVR2  # noqa: E402
+from visualbert.build import build_collator, build_dataset, build_model, load_tokenizer
+from visualbert.cli import main_wrapper, training_parser
+from visualbert.config import TrainConfig
+from visualbert.distributed import setup_process
+from visualbert.engine import fit
+from visualbert.tasks import NLVR2
 
 
 def main(argv=None, callbacks=()):

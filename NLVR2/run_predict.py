@@ -15,13 +15,11 @@ the ``paddle.inference`` predictor (same files written):
 
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from visualbert.build import build_collator, build_dataset, check_model_fits, load_prediction_model, load_tokenizer  # noqa: E402
-from visualbert.cli import main_wrapper, prediction_parser  # noqa: E402
-from visualbert.tasks import NLVR2  # noqa: E402
+from visualbert.build import build_collator, build_dataset, check_model_fits, load_prediction_model, load_tokenizer
+from visualbert.cli import main_wrapper, prediction_parser
+from visualbert.tasks import NLVR2
 
 
 def main(argv=None):

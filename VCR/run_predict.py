@@ -11,15 +11,13 @@ gold answer in its input as in the standard protocol).
 
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from visualbert.build import build_collator, build_dataset, check_model_fits, load_tokenizer, load_trained_model  # noqa: E402
-from visualbert.cli import UsageError, main_wrapper, prediction_parser  # noqa: E402
-from visualbert.fileio import write_json, write_jsonl  # noqa: E402
-from visualbert.metrics import vcr_metrics  # noqa: E402
-from visualbert.tasks import VCR  # noqa: E402
+from visualbert.build import build_collator, build_dataset, check_model_fits, load_tokenizer, load_trained_model
+from visualbert.cli import UsageError, main_wrapper, prediction_parser
+from visualbert.fileio import write_json, write_jsonl
+from visualbert.metrics import vcr_metrics
+from visualbert.tasks import VCR
 
 
 def main(argv=None):

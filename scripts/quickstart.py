@@ -17,7 +17,6 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 # tiny from-scratch model; initializer_range 0.1 (BERT's 0.02 leaves a model this small on a loss plateau for
 # hundreds of steps on these data)

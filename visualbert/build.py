@@ -14,6 +14,7 @@ import numpy as np
 
 from .cli import UsageError, require_path
 from .data import Collator
+from .data.collate import LABEL_KEYS
 from .tasks import NLVR2, VCR, VQA2, Pretrain
 
 TASKS = {task.name: task for task in (VQA2, NLVR2, VCR, Pretrain)}
@@ -156,8 +157,6 @@ class ExportedModel:
     Attributes: ``config`` (:class:`VisualBertConfig` from ``export.json``), ``architecture``.
     """
 
-    LABEL_KEYS = ("labels", "sentence_image_labels")
-
     def __init__(self, model_dir: str, threads: int | None = None, use_mkldnn: bool = False):
         from .configuration import VisualBertConfig
         from .inference import EXPORT_META, FEED_NAMES, Predictor
@@ -177,7 +176,7 @@ class ExportedModel:
         return self
 
     def __call__(self, **inputs) -> dict:
-        ignored = sorted(k for k in inputs if k not in self.feed_names and k not in self.LABEL_KEYS)
+        ignored = sorted(k for k in inputs if k not in self.feed_names and k not in LABEL_KEYS)
         if ignored:
             raise UsageError(f"the exported model {self.model_dir!r} takes {', '.join(self.feed_names)}; the batch also "
                              f"has {', '.join(ignored)}, which it would ignore (predict with --model_dir instead)")

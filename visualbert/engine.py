@@ -46,23 +46,21 @@ from . import accel
 from .checkpoints import load_checkpoint, resolve_resume, rotate_checkpoints, save_checkpoint, save_model_dir
 from .cli import UsageError
 from .config import TrainConfig
-from .data.collate import TENSOR_KEYS, Collator
+from .data.collate import LABEL_KEYS, TENSOR_KEYS, Collator
 from .distributed import init_distributed, rank, world_size
 from .fileio import append_jsonl, to_json
 from .rundir import METRICS_FILE, prepare_output_dir, write_args_json
 
 logger = logging.getLogger("visualbert.engine")
 
-LABEL_KEYS = ("labels", "sentence_image_labels")
-
 
 # ------------------------------------------------------------------------------------------ optimizer
-def no_decay(name):
+def no_decay(name: str) -> bool:
     """True for parameters without weight decay: biases and LayerNorm weights (BERT convention)."""
     return name.endswith("bias") or "LayerNorm" in name or ".norm" in name.lower()
 
 
-def trainable_named_parameters(model, freeze_pooler=False):
+def trainable_named_parameters(model: paddle.nn.Layer, freeze_pooler: bool = False) -> list:
     """(name, parameter) pairs to optimise. ``freeze_pooler`` leaves ``visual_bert.pooler`` out, as the original
     release did (its released checkpoints keep BERT's pooler)."""
     out = []
@@ -76,8 +74,9 @@ def trainable_named_parameters(model, freeze_pooler=False):
     return out
 
 
-def build_optimizer(model, total_steps, learning_rate, warmup=0.1, weight_decay=0.01, adam_epsilon=1e-6,
-                    adam_beta1=0.9, adam_beta2=0.999, max_grad_norm=1.0, freeze_pooler=False):
+def build_optimizer(model: paddle.nn.Layer, total_steps: int, learning_rate: float, warmup: float | int = 0.1,
+                    weight_decay: float = 0.01, adam_epsilon: float = 1e-6, adam_beta1: float = 0.9,
+                    adam_beta2: float = 0.999, max_grad_norm: float = 1.0, freeze_pooler: bool = False):
     """AdamW + ``LinearDecayWithWarmup`` + global-norm clipping.
 
     Args:
@@ -86,6 +85,9 @@ def build_optimizer(model, total_steps, learning_rate, warmup=0.1, weight_decay=
 
     Returns:
         tuple: (optimizer, scheduler, {param.name: structured name}).
+
+    The one place the optimizer is made: :class:`Trainer` calls it with the :class:`TrainConfig` values; another
+    optimizer (e.g. BertAdam) goes here, chosen by a config field.
     """
     from paddlenlp.transformers import LinearDecayWithWarmup
 
@@ -120,7 +122,8 @@ class ShardedShuffleBatchSampler:
         world_size (int), rank (int).
     """
 
-    def __init__(self, num_examples, batch_size, shuffle=True, seed=0, world_size=1, rank=0):
+    def __init__(self, num_examples: int, batch_size: int, shuffle: bool = True, seed: int = 0, world_size: int = 1,
+                 rank: int = 0):
         self.num_examples = int(num_examples)
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
@@ -130,11 +133,11 @@ class ShardedShuffleBatchSampler:
         self.epoch = 0
         self.skip = 0
 
-    def set_epoch(self, epoch, skip_batches=0):
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
         self.epoch = int(epoch)
         self.skip = int(skip_batches)
 
-    def global_order(self):
+    def global_order(self) -> np.ndarray:
         if self.shuffle:
             order = np.random.default_rng([self.seed, self.epoch, 2024]).permutation(self.num_examples)
         else:
@@ -144,7 +147,7 @@ class ShardedShuffleBatchSampler:
             order = np.concatenate([order, order[:pad]])
         return order
 
-    def all_batches(self):
+    def all_batches(self) -> list[list[int]]:
         order = self.global_order()
         step = self.batch_size * self.world_size
         batches = []
@@ -176,7 +179,7 @@ class _EpochDataset(paddle.io.Dataset):
         return len(self.dataset)
 
 
-def make_loader(dataset, batch_sampler, collate_fn, num_workers=0):
+def make_loader(dataset, batch_sampler, collate_fn: Callable, num_workers: int = 0) -> paddle.io.DataLoader:
     """A DataLoader over ``dataset`` (``--num_workers``, default 0 = in the main process).
 
     A new loader is built per epoch (and :func:`eval_batches` per evaluation). Workers are not made persistent on
@@ -188,7 +191,7 @@ def make_loader(dataset, batch_sampler, collate_fn, num_workers=0):
                                 num_workers=num_workers, use_shared_memory=False)
 
 
-def eval_batches(dataset, collate_fn, batch_size, num_workers=0):
+def eval_batches(dataset, collate_fn: Callable, batch_size: int, num_workers: int = 0) -> paddle.io.DataLoader:
     """Sequential, unshuffled batches over the whole dataset (for evaluation and prediction on one process)."""
     sampler = paddle.io.BatchSampler(_EpochDataset(dataset), batch_size=batch_size, shuffle=False, drop_last=False)
     return paddle.io.DataLoader(_EpochDataset(dataset), batch_sampler=sampler, collate_fn=collate_fn,

@@ -701,16 +701,23 @@ class VisualBertForPreTraining(VisualBertPreTrainedModel):
                            hidden_states=outputs.get("hidden_states"), attentions=outputs.get("attentions"))
 
 
-class VisualBertForQuestionAnswering(VisualBertPreTrainedModel):
+class _VisualBertClassifier(VisualBertPreTrainedModel):
+    """The backbone, a dropout and a Linear ``cls`` of ``num_outputs`` scores: what the classifier heads share."""
+
+    def __init__(self, config, num_outputs):
+        super().__init__(config)
+        self.visual_bert = VisualBertModel(config, initialize=False)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.cls = nn.Linear(config.hidden_size, num_outputs)
+        self.post_init()
+
+
+class VisualBertForQuestionAnswering(_VisualBertClassifier):
     """VQA: a classifier over ``num_labels`` answers on the hidden state of the ``[MASK]`` token that
     precedes the final ``[SEP]`` (text ``[CLS] question ? [MASK] [SEP]``, right-padded)."""
 
     def __init__(self, config):
-        super().__init__(config)
-        self.visual_bert = VisualBertModel(config, initialize=False)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.cls = nn.Linear(config.hidden_size, config.num_labels)
-        self.post_init()
+        super().__init__(config, config.num_labels)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, visual_embeds=None,
                 visual_attention_mask=None, visual_token_type_ids=None, image_text_alignment=None, labels=None,
@@ -741,15 +748,11 @@ class VisualBertForQuestionAnswering(VisualBertPreTrainedModel):
         return ModelOutput(loss=loss, logits=logits, hidden_states=outputs.get("hidden_states"), attentions=outputs.get("attentions"))
 
 
-class VisualBertForVisualReasoning(VisualBertPreTrainedModel):
+class VisualBertForVisualReasoning(_VisualBertClassifier):
     """NLVR2: a 2-way classifier (index 1 = True) on the pooled output."""
 
     def __init__(self, config):
-        super().__init__(config)
-        self.visual_bert = VisualBertModel(config, initialize=False)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.cls = nn.Linear(config.hidden_size, config.num_labels)
-        self.post_init()
+        super().__init__(config, config.num_labels)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, visual_embeds=None,
                 visual_attention_mask=None, visual_token_type_ids=None, image_text_alignment=None, labels=None,
@@ -771,15 +774,11 @@ class VisualBertForVisualReasoning(VisualBertPreTrainedModel):
         return ModelOutput(loss=loss, logits=logits, hidden_states=outputs.get("hidden_states"), attentions=outputs.get("attentions"))
 
 
-class VisualBertForMultipleChoice(VisualBertPreTrainedModel):
+class VisualBertForMultipleChoice(_VisualBertClassifier):
     """VCR: every (question, choice) sequence is scored by a Linear on its pooled output."""
 
     def __init__(self, config):
-        super().__init__(config)
-        self.visual_bert = VisualBertModel(config, initialize=False)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.cls = nn.Linear(config.hidden_size, 1)
-        self.post_init()
+        super().__init__(config, 1)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, visual_embeds=None,
                 visual_attention_mask=None, visual_token_type_ids=None, image_text_alignment=None, labels=None,

@@ -5,7 +5,7 @@ Each task class exposes ``model_class``, ``add_data_args(parser, train)``, ``che
 ``outputs`` (the model outputs its metrics read) and ``score(dataset, arrays, meta, loss) -> dict``: a pure
 function of the outputs of :func:`visualbert.engine.predict` and the examples. The predict scripts call
 ``predict(model, dataset, args)`` (prediction files + ``metrics.json`` when the split has labels). A new task is a
-class here plus an entry in :data:`visualbert.build.TASKS`.
+:class:`Task` subclass here plus an entry in :data:`visualbert.build.TASKS`.
 """
 
 import collections
@@ -34,18 +34,31 @@ def checked(args, dataset):
     return dataset
 
 
-def _train_eval_splits(args):
-    return args.train_split, args.eval_split
+class Task:
+    """The defaults every task shares (see the module docstring for the whole protocol)."""
+
+    name = None
+    model_class = None
+    metric_for_best = "accuracy"
+    greater_is_better = True
+    outputs = ("logits",)
+
+    @staticmethod
+    def splits(args):
+        """(train, eval) split names from ``--train_split`` / ``--eval_split``."""
+        return args.train_split, args.eval_split
+
+    @staticmethod
+    def num_labels(train_dataset):
+        """int: width of the classifier head for this training set."""
+        return 2
 
 
 # ============================================================================================ VQA2
-class VQA2:
+class VQA2(Task):
     name = "vqa2"
     model_class = VisualBertForQuestionAnswering
     metric_for_best = "soft_accuracy"
-    greater_is_better = True
-    outputs = ("logits",)
-    splits = staticmethod(_train_eval_splits)
 
     @staticmethod
     def num_labels(train_dataset):
@@ -154,17 +167,9 @@ class VQA2:
 
 
 # ============================================================================================ NLVR2
-class NLVR2:
+class NLVR2(Task):
     name = "nlvr2"
     model_class = VisualBertForVisualReasoning
-    metric_for_best = "accuracy"
-    greater_is_better = True
-    outputs = ("logits",)
-    splits = staticmethod(_train_eval_splits)
-
-    @staticmethod
-    def num_labels(train_dataset):
-        return 2
 
     @staticmethod
     def add_data_args(parser, train=True):
@@ -234,17 +239,9 @@ class NLVR2:
 
 
 # ============================================================================================ VCR
-class VCR:
+class VCR(Task):
     name = "vcr"
     model_class = VisualBertForMultipleChoice
-    metric_for_best = "accuracy"
-    greater_is_better = True
-    outputs = ("logits",)
-    splits = staticmethod(_train_eval_splits)
-
-    @staticmethod
-    def num_labels(train_dataset):
-        return 2
 
     @staticmethod
     def add_data_args(parser, train=True):
@@ -300,16 +297,12 @@ class VCR:
 
 
 # ============================================================================================ pretraining
-class Pretrain:
+class Pretrain(Task):
     name = "pretrain"
     model_class = VisualBertForPreTraining
     metric_for_best = "loss"
     greater_is_better = False
     outputs = ()
-
-    @staticmethod
-    def num_labels(train_dataset):
-        return 2
 
     @staticmethod
     def add_data_args(parser):
