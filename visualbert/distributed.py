@@ -39,12 +39,6 @@ def init_distributed() -> int:
     return world_size()
 
 
-def barrier() -> None:
-    """Waits for every process (no-op on one process)."""
-    if world_size() > 1 and _PARALLEL_READY:
-        paddle.distributed.barrier()
-
-
 def setup_logging() -> None:
     """INFO on rank 0, WARNING elsewhere, each line tagged with the rank."""
     level = logging.INFO if is_main_process() else logging.WARNING
