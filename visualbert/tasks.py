@@ -8,9 +8,12 @@ function of the outputs of :func:`visualbert.engine.predict` and the examples. T
 :class:`Task` subclass here plus an entry in :data:`visualbert.build.TASKS`.
 """
 
+from __future__ import annotations
+
 import collections
 import logging
 import os
+from argparse import ArgumentParser, Namespace
 
 import numpy as np
 
@@ -23,7 +26,7 @@ from .modeling import (VisualBertForMultipleChoice, VisualBertForPreTraining, Vi
                        VisualBertForVisualReasoning)
 
 
-def checked(args, dataset):
+def checked(args: Namespace, dataset):
     """``--check_features``: raises :class:`~visualbert.data.errors.MissingFeaturesError` (the scripts print it and
     exit with status 2) listing every image of ``dataset`` without a feature file; returns ``dataset``."""
     if getattr(args, "check_features", False):
@@ -44,12 +47,12 @@ class Task:
     outputs = ("logits",)
 
     @staticmethod
-    def splits(args):
+    def splits(args: Namespace) -> tuple[str | None, str | None]:
         """(train, eval) split names from ``--train_split`` / ``--eval_split``."""
         return args.train_split, args.eval_split
 
     @staticmethod
-    def num_labels(train_dataset):
+    def num_labels(train_dataset) -> int:
         """int: width of the classifier head for this training set."""
         return 2
 
@@ -61,12 +64,12 @@ class VQA2(Task):
     metric_for_best = "soft_accuracy"
 
     @staticmethod
-    def num_labels(train_dataset):
+    def num_labels(train_dataset) -> int:
         """int: the answer vocabulary."""
         return len(train_dataset.vocab)
 
     @staticmethod
-    def add_data_args(parser, train=True):
+    def add_data_args(parser: ArgumentParser, train: bool = True) -> None:
         g = parser.add_argument_group("VQA2 data")
         g.add_argument("--imdb_dir", required=True, help="directory with the Pythia imdb_*.npy files")
         g.add_argument("--features", required=True, help="detectron_fix_100 root (or its fc6/vqa, or a packed store)")
@@ -78,14 +81,14 @@ class VQA2(Task):
             g.add_argument("--split", default="test2015", help="split to predict (test2015 writes the EvalAI result.json)")
 
     @staticmethod
-    def check_data_args(args):
+    def check_data_args(args: Namespace) -> None:
         require_path(args.imdb_dir, "--imdb_dir", "dir")
         require_path(args.features, "--features", "dir")
         if args.answers_file:
             require_path(args.answers_file, "--answers_file", "file")
 
     @staticmethod
-    def dataset(args, tokenizer, split, task="vqa"):
+    def dataset(args: Namespace, tokenizer, split: str, task: str = "vqa"):
         from .data import VQA2Dataset, imdb_files
 
         files = []
@@ -100,7 +103,7 @@ class VQA2(Task):
                                          feature_dim=width))
 
     @staticmethod
-    def answer_types(dataset):
+    def answer_types(dataset) -> list[str]:
         """Answer type per question: the imdb's ``answer_type`` when present, else derived from the most common
         human answer as the official annotations define it (yes/no, number, other)."""
         out = []
@@ -114,7 +117,7 @@ class VQA2(Task):
         return out
 
     @classmethod
-    def scores(cls, dataset, logits, answers, mask_unk):
+    def scores(cls, dataset, logits: np.ndarray, answers, mask_unk: bool):
         preds = vqa_predict(logits, mask_unk=mask_unk)
         pred_str = [dataset.vocab[int(i)] for i in preds]
         metrics = {}
@@ -130,14 +133,14 @@ class VQA2(Task):
         return preds, pred_str, metrics
 
     @classmethod
-    def score(cls, dataset, arrays, meta, loss):
+    def score(cls, dataset, arrays: dict, meta: dict, loss: float | None) -> dict:
         """Training-time metrics: soft and official accuracy over the vocabulary without ``<unk>``, and ``loss``."""
         _, _, metrics = cls.scores(dataset, arrays["logits"], meta.get("answers"), mask_unk=True)
         metrics["loss"] = loss
         return metrics
 
     @classmethod
-    def predict(cls, model, dataset, args, collate_fn=None):
+    def predict(cls, model, dataset, args: Namespace, collate_fn=None):
         arrays, meta, _ = predict(model, dataset, args.batch_size, collate_fn, args.text_only, args.num_workers)
         answers = meta.get("answers") if dataset.has_answers else None
         _, pred_str, metrics = cls.scores(dataset, arrays["logits"], answers, mask_unk=False)
@@ -150,7 +153,7 @@ class VQA2(Task):
         return result, metrics
 
     @staticmethod
-    def majority_baseline(train_dataset, eval_dataset):
+    def majority_baseline(train_dataset, eval_dataset) -> dict:
         """Official accuracy of always answering the most frequent training answer."""
         counts = collections.Counter()
         for entry in train_dataset.entries:
@@ -172,7 +175,7 @@ class NLVR2(Task):
     model_class = VisualBertForVisualReasoning
 
     @staticmethod
-    def add_data_args(parser, train=True):
+    def add_data_args(parser: ArgumentParser, train: bool = True) -> None:
         g = parser.add_argument_group("NLVR2 data")
         g.add_argument("--data_dir", required=True, help="directory with train.json, dev.json, test1.json")
         g.add_argument("--features", required=True, help="detectron_fix_144 root (or a packed store)")
@@ -184,19 +187,19 @@ class NLVR2(Task):
             g.add_argument("--split", default="dev", help="dev, test1 (or any <name> with <name>.json)")
 
     @staticmethod
-    def check_data_args(args):
+    def check_data_args(args: Namespace) -> None:
         require_path(args.data_dir, "--data_dir", "dir")
         require_path(args.features, "--features", "dir")
 
     @staticmethod
-    def annotation_file(args, split):
+    def annotation_file(args: Namespace, split: str) -> str:
         path = split if split.endswith(".json") or split.endswith(".jsonl") else os.path.join(args.data_dir, f"{split}.json")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"NLVR2 annotation file {path} does not exist (split {split!r})")
         return path
 
     @classmethod
-    def dataset(cls, args, tokenizer, split, task="nlvr2"):
+    def dataset(cls, args: Namespace, tokenizer, split: str, task: str = "nlvr2"):
         from .data import NLVR2Dataset
 
         return checked(args, NLVR2Dataset(cls.annotation_file(args, split), args.features, tokenizer,
@@ -204,7 +207,7 @@ class NLVR2(Task):
                                           seed=getattr(args, "seed", 0), feature_dim=None))
 
     @staticmethod
-    def scores(dataset, logits):
+    def scores(dataset, logits: np.ndarray):
         preds = np.asarray(logits).argmax(-1) == 1
         idents = [r["identifier"] for r in dataset.rows]
         predictions = dict(zip(idents, preds.tolist()))
@@ -212,14 +215,14 @@ class NLVR2(Task):
         return predictions, metrics
 
     @classmethod
-    def score(cls, dataset, arrays, meta, loss):
+    def score(cls, dataset, arrays: dict, meta: dict, loss: float | None) -> dict:
         """``accuracy``, ``consistency`` (lil-lab's metrics) and ``loss``."""
         _, metrics = cls.scores(dataset, arrays["logits"])
         metrics["loss"] = loss
         return metrics
 
     @classmethod
-    def predict(cls, model, dataset, args, collate_fn=None):
+    def predict(cls, model, dataset, args: Namespace, collate_fn=None):
         arrays, _, _ = predict(model, dataset, args.batch_size, collate_fn, args.text_only, args.num_workers)
         predictions, metrics = cls.scores(dataset, arrays["logits"])
         os.makedirs(args.output_dir, exist_ok=True)
@@ -231,7 +234,7 @@ class NLVR2(Task):
         return predictions, metrics
 
     @staticmethod
-    def majority_baseline(train_dataset, eval_dataset):
+    def majority_baseline(train_dataset, eval_dataset) -> dict:
         labels = [str(r["label"]).lower() == "true" for r in train_dataset.rows]
         majority = sum(labels) * 2 >= len(labels)
         preds = {r["identifier"]: majority for r in eval_dataset.rows}
@@ -244,7 +247,7 @@ class VCR(Task):
     model_class = VisualBertForMultipleChoice
 
     @staticmethod
-    def add_data_args(parser, train=True):
+    def add_data_args(parser: ArgumentParser, train: bool = True) -> None:
         g = parser.add_argument_group("VCR data")
         g.add_argument("--data_dir", required=True, help="directory with train.jsonl, val.jsonl (test.jsonl)")
         g.add_argument("--features", required=True, help="per-image box features (<img_fn stem>.npy) or a packed store")
@@ -257,12 +260,12 @@ class VCR(Task):
             g.add_argument("--split", default="val")
 
     @staticmethod
-    def check_data_args(args):
+    def check_data_args(args: Namespace) -> None:
         require_path(args.data_dir, "--data_dir", "dir")
         require_path(args.features, "--features", "dir")
 
     @staticmethod
-    def dataset(args, tokenizer, split, mode=None):
+    def dataset(args: Namespace, tokenizer, split: str, mode: str | None = None):
         """``mode``: "qa" (Q->A) or "qar" (QA->R); default ``--mode``."""
         from .data import VCRDataset
 
@@ -274,7 +277,7 @@ class VCR(Task):
                                         box_offset=args.box_offset, feature_dim=None))
 
     @staticmethod
-    def score(dataset, arrays, meta, loss):
+    def score(dataset, arrays: dict, meta: dict, loss: float | None) -> dict:
         """``accuracy`` (= ``q2a`` or ``qa2r`` of :func:`visualbert.metrics.vcr_metrics` for the dataset's mode;
         None without labels) and ``loss``."""
         labels = meta.get("labels")
@@ -288,7 +291,7 @@ class VCR(Task):
         return dict(metrics, accuracy=acc, loss=loss)
 
     @staticmethod
-    def probabilities(model, dataset, args, collate_fn=None):
+    def probabilities(model, dataset, args: Namespace, collate_fn=None):
         arrays, meta, _ = predict(model, dataset, args.batch_size, collate_fn, args.text_only, args.num_workers)
         logits = arrays["logits"]
         probs = np.exp(logits - logits.max(-1, keepdims=True))
@@ -305,7 +308,7 @@ class Pretrain(Task):
     outputs = ()
 
     @staticmethod
-    def add_data_args(parser):
+    def add_data_args(parser: ArgumentParser) -> None:
         g = parser.add_argument_group("pretraining data")
         g.add_argument("--dataset", choices=("coco_captions", "vqa2", "nlvr2"), required=True,
                        help="coco_captions: MLM + sentence-image; vqa2: MLM on the questions; nlvr2: MLM + the label "
@@ -327,7 +330,7 @@ class Pretrain(Task):
     DEFAULT_SPLITS = {"coco_captions": ("train2014", "val2014"), "vqa2": ("trainval", "minival"), "nlvr2": ("train", "dev")}
 
     @classmethod
-    def check_data_args(cls, args):
+    def check_data_args(cls, args: Namespace) -> None:
         require_path(args.data_dir, "--data_dir", "dir")
         require_path(args.features, "--features", "dir")
         if getattr(args, "exclude_minival", None):
@@ -336,14 +339,14 @@ class Pretrain(Task):
             require_path(args.exclude_minival, "--exclude_minival", "file")
 
     @classmethod
-    def splits(cls, args):
+    def splits(cls, args: Namespace) -> tuple[str, str]:
         """(train, eval) split: the flags, or the defaults of ``--dataset``."""
         train, val = cls.DEFAULT_SPLITS[args.dataset]
         return (train if args.train_split is None else args.train_split,
                 val if args.eval_split is None else args.eval_split)
 
     @staticmethod
-    def coco_caption_files(data_dir, split):
+    def coco_caption_files(data_dir: str, split: str) -> list[str]:
         """list[str]: caption files of a coco_captions split spec (``train2014``, ``train2014+val2014``, or
         ``.json`` paths; ``+`` or ``,`` joins several).
 
@@ -360,7 +363,7 @@ class Pretrain(Task):
         return paths
 
     @staticmethod
-    def minival_image_keys(imdb_file):
+    def minival_image_keys(imdb_file: str) -> set[str]:
         """set[str]: feature keys (``image_name``) of the images of a VQA imdb (e.g. ``imdb_minival2014.npy``).
 
         Raises:
@@ -374,7 +377,7 @@ class Pretrain(Task):
         return {os.path.splitext(os.path.basename(str(e["image_name"])))[0] for e in entries}
 
     @staticmethod
-    def dataset(args, tokenizer, split):
+    def dataset(args: Namespace, tokenizer, split: str):
         from .data import CocoCaptionsPretrainDataset, NLVR2Dataset, VQA2Dataset, imdb_files
 
         if args.dataset == "coco_captions":
@@ -405,7 +408,7 @@ class Pretrain(Task):
                                           seed=args.seed, feature_dim=None))
 
     @staticmethod
-    def batch_statistics(batch, out):
+    def batch_statistics(batch: dict, out) -> dict:
         """Sums of one batch for :meth:`score` (the MLM logits of a whole split are too large to keep)."""
         import paddle.nn.functional as F
 
@@ -428,7 +431,7 @@ class Pretrain(Task):
         return acc
 
     @staticmethod
-    def score(dataset, arrays, meta, loss):
+    def score(dataset, arrays: dict, meta: dict, loss: float | None) -> dict:
         """Pretraining metrics over ``dataset`` from the summed :meth:`batch_statistics` (``meta["statistics"]``).
 
         Returns:
