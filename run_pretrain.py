@@ -6,12 +6,13 @@ questions) or NLVR2 (MLM + the truth label through the sentence-image head).
         --features data/detectron_fix_100 --bert_model checkpoints/bert-base-uncased --output_dir runs/coco_pre
 """
 
-from visualbert.build import build_collator, build_dataset, build_model, load_tokenizer
+from visualbert.build import build_collator, build_dataset, build_model
 from visualbert.cli import main_wrapper, training_parser
 from visualbert.config import TrainConfig
 from visualbert.distributed import setup_process
 from visualbert.engine import fit
 from visualbert.tasks import Pretrain
+from visualbert.tokenizer import load_tokenizer
 
 
 def main(argv=None, callbacks=()):

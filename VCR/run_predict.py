@@ -13,11 +13,12 @@ import json
 import os
 
 
-from visualbert.build import build_collator, build_dataset, check_model_fits, load_tokenizer, load_trained_model
+from visualbert.build import build_collator, build_dataset, check_model_fits, load_trained_model
 from visualbert.cli import UsageError, main_wrapper, prediction_parser
 from visualbert.fileio import write_json, write_jsonl
 from visualbert.metrics import vcr_metrics
 from visualbert.tasks import VCR
+from visualbert.tokenizer import load_tokenizer
 
 
 def main(argv=None):

@@ -5,12 +5,13 @@
         --model_name_or_path checkpoints/visualbert-vcr-pre --output_dir runs/vcr_qa
 """
 
-from visualbert.build import build_collator, build_dataset, build_model, load_tokenizer
+from visualbert.build import build_collator, build_dataset, build_model
 from visualbert.cli import main_wrapper, training_parser
 from visualbert.config import TrainConfig
 from visualbert.distributed import setup_process
 from visualbert.engine import fit
 from visualbert.tasks import VCR
+from visualbert.tokenizer import load_tokenizer
 
 
 def main(argv=None, callbacks=()):

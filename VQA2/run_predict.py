@@ -20,9 +20,10 @@ import json
 import os
 
 
-from visualbert.build import build_collator, build_dataset, check_model_fits, load_prediction_model, load_tokenizer
+from visualbert.build import build_collator, build_dataset, check_model_fits, load_prediction_model
 from visualbert.cli import main_wrapper, prediction_parser
 from visualbert.tasks import VQA2
+from visualbert.tokenizer import load_tokenizer
 
 
 def main(argv=None):

@@ -111,9 +111,10 @@ def main():
             with open(os.path.join(args.out, f"{task}_{variant}", split, "metrics.json")) as f:
                 results[f"{task}_{variant}"] = json.load(f)
 
-    from visualbert.build import build_dataset, load_tokenizer
+    from visualbert.build import build_dataset
     from visualbert.fileio import write_json, write_text
     from visualbert.tasks import NLVR2, VQA2
+    from visualbert.tokenizer import load_tokenizer
 
     ns = argparse.Namespace(imdb_dir=f"{data}/vqa2/imdb", features=f"{data}/detectron_fix_100", answers_file=None,
                             max_seq_length=32, seed=0, vocab_file=None, data_dir=f"{data}/nlvr2", max_regions=144)

@@ -44,6 +44,9 @@ def test_config_from_args_resolves_defaults_once_and_is_frozen(tmp_path):
     assert args.eval_batch_size is None and args.metric_for_best is None  # the namespace is not changed
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.batch_size = 4
+    with pytest.raises(TypeError):
+        config.arguments["batch_size"] = 4  # the copy of the command line for args.json is read-only too
+    assert config.arguments["batch_size"] == 3
     assert TrainConfig.from_args(_parse(tmp_path, "--no_eval"), NLVR2).eval_split is None
 
 

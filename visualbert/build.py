@@ -1,5 +1,5 @@
-"""The constructors the scripts call: the tokenizer, datasets (:func:`build_dataset`), the collator and models
-(:func:`build_model` for training, :func:`load_prediction_model` for prediction).
+"""The constructors the scripts call: datasets (:func:`build_dataset`), the collator and models (:func:`build_model`
+for training, :func:`load_prediction_model` for prediction); the tokenizer is :func:`visualbert.tokenizer.load_tokenizer`.
 
 A new task is a class in :mod:`visualbert.tasks` (see its docstring) added to :data:`TASKS`.
 """
@@ -27,17 +27,6 @@ def get_task(task: str | type) -> type:
             raise UsageError(f"unknown task {task!r} (known: {', '.join(sorted(TASKS))})")
         return TASKS[task]
     return task
-
-
-def load_tokenizer(vocab_file: str | None = None):
-    """The bert-base-uncased tokenizer (:func:`visualbert.tokenizer.load_tokenizer`); a missing or wrong vocabulary
-    is a :class:`UsageError`."""
-    from . import tokenizer
-
-    try:
-        return tokenizer.load_tokenizer(vocab_file)
-    except (FileNotFoundError, ValueError) as err:
-        raise UsageError(str(err)) from None
 
 
 def build_collator(tokenizer=None) -> Collator:

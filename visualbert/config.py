@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import types
 from typing import Any, Mapping
 
 from .cli import UsageError, check_model_args
@@ -99,7 +100,7 @@ class TrainConfig:
         eval_batch = args.eval_batch_size if args.eval_batch_size is not None else 2 * args.batch_size
         return cls(**values, eval_batch_size=eval_batch, metric_for_best=metric, greater_is_better=greater,
                    train_split=train_split, eval_split=eval_split if eval_split and not args.no_eval else None,
-                   arguments=dict(vars(args)))
+                   arguments=types.MappingProxyType(dict(vars(args))))
 
 
 def best_metric(metric: str | None, greater_is_better: bool | None, no_eval: bool, task_metric: str,
