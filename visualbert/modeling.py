@@ -702,22 +702,20 @@ class VisualBertForPreTraining(VisualBertPreTrainedModel):
 
 
 class _VisualBertClassifier(VisualBertPreTrainedModel):
-    """The backbone, a dropout and a Linear ``cls`` of ``num_outputs`` scores: what the classifier heads share."""
+    """The backbone, a dropout and a Linear ``cls`` of ``num_outputs`` scores (default ``config.num_labels``): what
+    the classifier heads share."""
 
-    def __init__(self, config, num_outputs):
+    def __init__(self, config, num_outputs=None):
         super().__init__(config)
         self.visual_bert = VisualBertModel(config, initialize=False)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.cls = nn.Linear(config.hidden_size, num_outputs)
+        self.cls = nn.Linear(config.hidden_size, config.num_labels if num_outputs is None else num_outputs)
         self.post_init()
 
 
 class VisualBertForQuestionAnswering(_VisualBertClassifier):
     """VQA: a classifier over ``num_labels`` answers on the hidden state of the ``[MASK]`` token that
     precedes the final ``[SEP]`` (text ``[CLS] question ? [MASK] [SEP]``, right-padded)."""
-
-    def __init__(self, config):
-        super().__init__(config, config.num_labels)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, visual_embeds=None,
                 visual_attention_mask=None, visual_token_type_ids=None, image_text_alignment=None, labels=None,
@@ -750,9 +748,6 @@ class VisualBertForQuestionAnswering(_VisualBertClassifier):
 
 class VisualBertForVisualReasoning(_VisualBertClassifier):
     """NLVR2: a 2-way classifier (index 1 = True) on the pooled output."""
-
-    def __init__(self, config):
-        super().__init__(config, config.num_labels)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, visual_embeds=None,
                 visual_attention_mask=None, visual_token_type_ids=None, image_text_alignment=None, labels=None,
