@@ -15,14 +15,12 @@ the ``paddle.inference`` predictor (same files written):
 
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from visualbert import runner  # noqa: E402
-from visualbert.cli import main_wrapper, prediction_parser  # noqa: E402
-from visualbert.modeling import VisualBertForVisualReasoning  # noqa: E402
-from visualbert.tasks import NLVR2, load_tokenizer_for  # noqa: E402
+from visualbert.build import build_collator, build_dataset, check_model_fits, load_prediction_model
+from visualbert.cli import main_wrapper, prediction_parser
+from visualbert.tasks import NLVR2
+from visualbert.tokenizer import load_tokenizer
 
 
 def main(argv=None):
@@ -30,10 +28,11 @@ def main(argv=None):
     NLVR2.add_data_args(parser, train=False)
     args = parser.parse_args(argv)
     NLVR2.check_data_args(args)
-    model = runner.load_prediction_model(args, VisualBertForVisualReasoning)  # --model_dir or --inference_model
-    dataset = NLVR2.dataset(args, load_tokenizer_for(args), args.split)
-    runner.check_model_fits(model, dataset)
-    predictions, metrics = NLVR2.predict(model, dataset, args)
+    model = load_prediction_model(args, NLVR2)  # --model_dir or --inference_model
+    tokenizer = load_tokenizer(args.vocab_file)
+    dataset = build_dataset(NLVR2, args.split, args, tokenizer)
+    check_model_fits(model, dataset)
+    predictions, metrics = NLVR2.predict(model, dataset, args, build_collator(tokenizer))
     print(f"wrote {len(predictions)} predictions to {os.path.join(args.output_dir, 'predictions.csv')}")
     if metrics:
         print(json.dumps(metrics, indent=1, sort_keys=True))

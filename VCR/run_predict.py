@@ -11,16 +11,14 @@ gold answer in its input as in the standard protocol).
 
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from visualbert import runner  # noqa: E402
-from visualbert.cli import main_wrapper, prediction_parser  # noqa: E402
-from visualbert.engine import UsageError  # noqa: E402
-from visualbert.metrics import vcr_metrics, write_json_atomic, write_text_atomic  # noqa: E402
-from visualbert.modeling import VisualBertForMultipleChoice  # noqa: E402
-from visualbert.tasks import VCR, load_tokenizer_for  # noqa: E402
+from visualbert.build import build_collator, build_dataset, check_model_fits, load_trained_model
+from visualbert.cli import UsageError, main_wrapper, prediction_parser
+from visualbert.fileio import write_json, write_jsonl
+from visualbert.metrics import vcr_metrics
+from visualbert.tasks import VCR
+from visualbert.tokenizer import load_tokenizer
 
 
 def main(argv=None):
@@ -39,28 +37,27 @@ def main(argv=None):
     if not args.model_dir and not args.qar_model_dir:
         raise UsageError("give --model_dir (Q->A) and/or --qar_model_dir (QA->R)")
     VCR.check_data_args(args)
-    tokenizer = load_tokenizer_for(args)
+    tokenizer = load_tokenizer(args.vocab_file)
     rows, parts = {}, {}
     for key, model_dir, mode in (("answer", args.model_dir, "qa"), ("rationale", args.qar_model_dir, "qar")):
         if not model_dir:
             continue
-        model = runner.load_trained_model(model_dir, VisualBertForMultipleChoice)
-        dataset = VCR.dataset(args, tokenizer, args.split, mode)
-        runner.check_model_fits(model, dataset)
-        probs, labels, ids = VCR.probabilities(model, dataset, args)
+        model = load_trained_model(model_dir, VCR.model_class)
+        dataset = build_dataset(VCR, args.split, args, tokenizer, mode=mode)
+        check_model_fits(model, dataset)
+        probs, labels, ids = VCR.probabilities(model, dataset, args, build_collator(tokenizer))
         parts[key] = (probs, labels)
         for i, annot in enumerate(ids):
             rows.setdefault(annot, {"annot_id": annot})[f"{key}_probs"] = [float(p) for p in probs[i]]
     os.makedirs(args.output_dir, exist_ok=True)
-    lines = "".join(json.dumps(row) + "\n" for row in rows.values())
-    write_text_atomic(os.path.join(args.output_dir, "predictions.jsonl"), lines)
+    write_jsonl(os.path.join(args.output_dir, "predictions.jsonl"), rows.values(), sort_keys=False)
     have_labels = all(p[1] is not None for p in parts.values())
     if have_labels:
         a = parts.get("answer", (None, None))
         r = parts.get("rationale", (None, None))
         metrics = vcr_metrics(a[0], a[1], r[0], r[1])
         metrics["split"] = args.split
-        write_json_atomic(os.path.join(args.output_dir, "metrics.json"), metrics)
+        write_json(os.path.join(args.output_dir, "metrics.json"), metrics)
         print(json.dumps(metrics, indent=1, sort_keys=True))
     print(f"wrote {len(rows)} predictions to {os.path.join(args.output_dir, 'predictions.jsonl')}")
     return 0

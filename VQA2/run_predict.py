@@ -18,14 +18,12 @@ the ``paddle.inference`` predictor (same files written):
 
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from visualbert import runner  # noqa: E402
-from visualbert.cli import main_wrapper, prediction_parser  # noqa: E402
-from visualbert.modeling import VisualBertForQuestionAnswering  # noqa: E402
-from visualbert.tasks import VQA2, load_tokenizer_for  # noqa: E402
+from visualbert.build import build_collator, build_dataset, check_model_fits, load_prediction_model
+from visualbert.cli import main_wrapper, prediction_parser
+from visualbert.tasks import VQA2
+from visualbert.tokenizer import load_tokenizer
 
 
 def main(argv=None):
@@ -33,10 +31,11 @@ def main(argv=None):
     VQA2.add_data_args(parser, train=False)
     args = parser.parse_args(argv)
     VQA2.check_data_args(args)
-    model = runner.load_prediction_model(args, VisualBertForQuestionAnswering)  # --model_dir or --inference_model
-    dataset = VQA2.dataset(args, load_tokenizer_for(args), args.split)
-    runner.check_model_fits(model, dataset, len(dataset.vocab))
-    result, metrics = VQA2.predict(model, dataset, args)
+    model = load_prediction_model(args, VQA2)  # --model_dir or --inference_model
+    tokenizer = load_tokenizer(args.vocab_file)
+    dataset = build_dataset(VQA2, args.split, args, tokenizer)
+    check_model_fits(model, dataset, len(dataset.vocab))
+    result, metrics = VQA2.predict(model, dataset, args, build_collator(tokenizer))
     print(f"wrote {len(result)} answers to {os.path.join(args.output_dir, 'result.json')}")
     if metrics:
         print(json.dumps(metrics, indent=1, sort_keys=True))

@@ -5,22 +5,26 @@
         --model_name_or_path checkpoints/visualbert-vqa-pre --output_dir runs/vqa2
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from visualbert import runner  # noqa: E402
-from visualbert.cli import main_wrapper, training_parser  # noqa: E402
-from visualbert.modeling import VisualBertForQuestionAnswering  # noqa: E402
-from visualbert.tasks import VQA2  # noqa: E402
+from visualbert.build import build_collator, build_dataset, build_model
+from visualbert.cli import main_wrapper, training_parser
+from visualbert.config import TrainConfig
+from visualbert.distributed import setup_process
+from visualbert.engine import fit
+from visualbert.tasks import VQA2
+from visualbert.tokenizer import load_tokenizer
 
 
-def main(argv=None):
+def main(argv=None, callbacks=()):
     parser = training_parser(__doc__, learning_rate=2e-5, batch_size=64, num_train_epochs=10)
     VQA2.add_data_args(parser, train=True)
     args = parser.parse_args(argv)
-    runner.train_task(args, VQA2, VisualBertForQuestionAnswering, num_labels=lambda train: len(train.vocab))
+    config = TrainConfig.from_args(args, VQA2)  # every usage error is raised here
+    setup_process(config.seed)
+    tokenizer = load_tokenizer(args.vocab_file)
+    train_set = build_dataset(VQA2, config.train_split, args, tokenizer)
+    eval_set = build_dataset(VQA2, config.eval_split, args, tokenizer) if config.eval_split else None
+    model = build_model(args, VQA2, train_set)
+    fit(config, model, train_set, eval_set, VQA2, build_collator(tokenizer), callbacks=callbacks)
     return 0
 
 

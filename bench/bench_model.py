@@ -76,7 +76,10 @@ import torch  # noqa: E402
 
 from visualbert.configuration import VisualBertConfig  # noqa: E402
 from visualbert.modeling import VisualBertForQuestionAnswering  # noqa: E402
-from visualbert.parity import hf_config, make_hf_model, make_inputs  # noqa: E402
+from visualbert.inputs import make_inputs  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "compare"))
+from parity import make_hf_model  # noqa: E402  (compare/parity.py: the HF reference side)
 
 ARCH = "VisualBertForQuestionAnswering"
 

@@ -29,7 +29,7 @@ sys.path.insert(0, REPO)
 
 import visualbert  # noqa: E402,F401  (sets the CPU runtime defaults before paddle is imported)
 from visualbert.configuration import PRETRAINED_CHECKPOINTS, checkpoint_info, config_for_checkpoint  # noqa: E402
-from visualbert.metrics import write_json_atomic  # noqa: E402
+from visualbert.fileio import write_json  # noqa: E402
 
 # Input sizes per checkpoint family: realistic region counts (VQA 100 boxes; NLVR2 two images; VCR a few
 # dozen boxes shared by 4 choices), short padded texts.
@@ -58,7 +58,7 @@ def compare_checkpoint(name, torch_dir=None, paddle_dir=None, seed=0, config_ove
     import transformers
 
     from visualbert import load_pretrained
-    from visualbert.parity import diff_outputs, make_hf_model, make_inputs, run_hf, run_paddle
+    from parity import diff_outputs, make_hf_model, make_inputs, run_hf, run_paddle
 
     info = checkpoint_info(name)
     architecture = info["architecture"]
@@ -150,7 +150,7 @@ def main(argv=None):
         report["seed"] = seed
         report["tiny"] = bool(args.tiny)
         _print_report(report)
-        write_json_atomic(os.path.join(args.report_dir, f"{name}{'-tiny' if args.tiny else ''}.json"), report, sort_keys=False)
+        write_json(os.path.join(args.report_dir, f"{name}{'-tiny' if args.tiny else ''}.json"), report, sort_keys=False)
         all_ok &= report["ok"]
     return 0 if all_ok else 1
 

@@ -17,7 +17,6 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 # tiny from-scratch model; initializer_range 0.1 (BERT's 0.02 leaves a model this small on a loss plateau for
 # hundreds of steps on these data)
@@ -112,14 +111,19 @@ def main():
             with open(os.path.join(args.out, f"{task}_{variant}", split, "metrics.json")) as f:
                 results[f"{task}_{variant}"] = json.load(f)
 
-    from visualbert.tasks import NLVR2, VQA2, load_tokenizer_for
+    from visualbert.build import build_dataset
+    from visualbert.fileio import write_json, write_text
+    from visualbert.tasks import NLVR2, VQA2
+    from visualbert.tokenizer import load_tokenizer
 
     ns = argparse.Namespace(imdb_dir=f"{data}/vqa2/imdb", features=f"{data}/detectron_fix_100", answers_file=None,
                             max_seq_length=32, seed=0, vocab_file=None, data_dir=f"{data}/nlvr2", max_regions=144)
-    tok = load_tokenizer_for(ns)
-    results["vqa2_majority"] = VQA2.majority_baseline(VQA2.dataset(ns, tok, "train"), VQA2.dataset(ns, tok, "val"))
+    tok = load_tokenizer()
+    results["vqa2_majority"] = VQA2.majority_baseline(build_dataset(VQA2, "train", ns, tok),
+                                                      build_dataset(VQA2, "val", ns, tok))
     ns.features = f"{data}/detectron_fix_144"
-    results["nlvr2_majority"] = NLVR2.majority_baseline(NLVR2.dataset(ns, tok, "train"), NLVR2.dataset(ns, tok, "dev"))
+    results["nlvr2_majority"] = NLVR2.majority_baseline(build_dataset(NLVR2, "train", ns, tok),
+                                                        build_dataset(NLVR2, "dev", ns, tok))
     results["seconds"] = round(time.time() - t0, 1)
 
     rows = [("VQA2 val: VQA accuracy (official, %)", "vqa2", "vqa_accuracy", 1.0),
@@ -131,11 +135,8 @@ def main():
         lines.append(f"| {label} | " + " | ".join(f"{v:.1f}" for v in vals) + " |")
     table = "\n".join(lines)
     print("\n" + table + f"\n\n({results['seconds']} s; {args.vqa_steps} VQA2 / {args.nlvr2_steps} NLVR2 steps per run)")
-    from visualbert.metrics import write_json_atomic
-
-    write_json_atomic(os.path.join(args.out, "results.json"), results)
-    with open(os.path.join(args.out, "results.md"), "w") as f:
-        f.write(table + "\n")
+    write_json(os.path.join(args.out, "results.json"), results)
+    write_text(os.path.join(args.out, "results.md"), table + "\n")
     logs = os.path.join(ROOT, "logs", "quickstart")
     os.makedirs(logs, exist_ok=True)
     for name in ("results.json", "results.md"):

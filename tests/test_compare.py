@@ -46,7 +46,7 @@ def test_unknown_name_is_rejected():
 
 def test_above_tolerance_fails(monkeypatch):
     """A Paddle output off by 2e-5 (above the 1e-5 task tolerance) must fail the report."""
-    from visualbert import parity
+    import parity
 
     real_run_paddle = parity.run_paddle
 

@@ -18,7 +18,9 @@ from visualbert.conversion import (
     convert_state_dict,
 )
 from visualbert.modeling import model_class_for
-from visualbert.parity import diff_outputs, hf_state_dict, make_hf_model, make_inputs, paddle_from_hf, run_hf, run_paddle
+from conftest import tiny_config as shared_tiny_config
+from parity import diff_outputs, hf_state_dict, make_hf_model, paddle_from_hf, run_hf, run_paddle
+from visualbert.inputs import make_inputs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONVERT = os.path.join(REPO, "checkpoint", "convert.py")
@@ -29,11 +31,9 @@ HEADS = ["VisualBertModel", "VisualBertForPreTraining", "VisualBertForQuestionAn
 def tiny_config(architecture="VisualBertForQuestionAnswering", **overrides):
     # hidden == intermediate == visual width: every Linear weight is square, so only the values (never a
     # shape error) can reveal a missing transpose.
-    values = dict(vocab_size=1100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=32,
-                  visual_embedding_dim=32, max_position_embeddings=64, num_labels=32 if architecture.endswith("Answering") else 2,
-                  architectures=[architecture])
-    values.update(overrides)
-    return VisualBertConfig(**values)
+    values = dict(hidden_size=32, intermediate_size=32, visual_embedding_dim=32, architectures=[architecture],
+                  num_labels=32 if architecture.endswith("Answering") else 2)
+    return shared_tiny_config(**dict(values, **overrides))
 
 
 def _run(args):

@@ -235,3 +235,21 @@ def test_convert_th_caps_by_confidence(tmp_path):
     np.testing.assert_array_equal(got, feats[order])
     assert np.setdiff1d(np.arange(150), order).size == 6  # the six least confident boxes were dropped
     np.testing.assert_array_equal(store["dev-1-0-img1.png"], feats[:20][np.argsort(-conf[:20], kind="stable")])
+
+
+def test_flat_store_keys_are_relative_paths_and_give_the_width(tmp_path):
+    # VCR keys are "<movie>/<image>": keys() must return what __getitem__ takes, and width() reads the store
+    # (not an example) when no width was declared.
+    from visualbert.data import open_feature_store
+
+    root = tmp_path / "vcr_feats"
+    for key, rows in (("movie_b/clip@1", 3), ("movie_a/clip@3", 2)):
+        _write(str(root / (key + ".npy")), np.ones((rows, 7), np.float32))
+    store = open_feature_store(str(root))
+    assert store.keys() == ["movie_a/clip@3", "movie_b/clip@1"]
+    assert all(store[k].shape[1] == 7 for k in store.keys())
+    assert open_feature_store(str(root)).width() == 7
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="holds no features"):
+        open_feature_store(str(empty)).width()

@@ -8,23 +8,14 @@ import pytest
 
 from visualbert.constants import IGNORE_INDEX
 from visualbert.data import DataFormatError, MissingFeaturesError, NLVR2Dataset, image_keys, read_nlvr2_jsonl
-from visualbert.data.synthetic import generate
-from visualbert.tokenizer import load_tokenizer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REAL_DEV = os.path.join(HERE, "data", "nlvr2_dev_sample.jsonl")
 
 
 @pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("synth_nlvr2"))
-    generate(out, nlvr2_sets=10, nlvr2_regions=5, nlvr2_dim=48, tasks=("nlvr2",))
-    return out
+def synth(synthetic):
+    return synthetic(nlvr2_sets=10, nlvr2_regions=5, nlvr2_dim=48, tasks=("nlvr2",))
 
 
 def _ds(synth, tok, split="train", **kw):

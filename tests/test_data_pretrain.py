@@ -8,22 +8,13 @@ import pytest
 
 from visualbert.constants import IGNORE_INDEX, SENTENCE_IMAGE_MATCH, SENTENCE_IMAGE_RANDOM
 from visualbert.data import CocoCaptionsPretrainDataset, Collator, DataFormatError, mask_tokens
-from visualbert.data.synthetic import generate
-from visualbert.tokenizer import load_tokenizer
 
 MASK, CLS, SEP = 103, 101, 102
 
 
 @pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("synth_coco"))
-    generate(out, num_images=15, questions_per_image=1, regions=5, vqa_dim=32, captions_per_image=5, tasks=("vqa",))
-    return out
+def synth(synthetic):
+    return synthetic(num_images=15, questions_per_image=1, regions=5, vqa_dim=32, captions_per_image=5, tasks=("vqa",))
 
 
 def _coco(synth, tok, split="train2014", **kw):
@@ -231,7 +222,7 @@ def test_coco_split_spec_and_exclude_errors(synth, tok, tmp_path):
                            mask_prob=0.15, seed=0, max_regions=None, check_features=False)
     with pytest.raises(FileNotFoundError, match="imdb_minival2014.npy"):
         Pretrain.dataset(args, tok, "train2014")
-    from visualbert.engine import UsageError
+    from visualbert.cli import UsageError
 
     with pytest.raises(UsageError, match="imdb_minival2014.npy"):
         Pretrain.check_data_args(args)
@@ -261,8 +252,7 @@ class _FakePretrainModel:
 
 
 def test_pretrain_evaluate_weights_mlm_loss_by_predicted_tokens():
-    from types import SimpleNamespace
-
+    from visualbert.engine import evaluate
     from visualbert.tasks import Pretrain
 
     def example(ids, targets, sent):
@@ -275,8 +265,7 @@ def test_pretrain_evaluate_weights_mlm_loss_by_predicted_tokens():
 
     # example 0: one target with x = 1; example 1: three targets with x = 3 (one batch each)
     data = [example([7, 1, 7], [1], 1), example([7, 3, 3, 3, 7], [1, 2, 3], 0)]
-    args = SimpleNamespace(eval_batch_size=1, text_only=False, num_workers=0)
-    m = Pretrain.evaluate(_FakePretrainModel(), data, args)
+    m = evaluate(_FakePretrainModel(), Pretrain, data, batch_size=1)
     softplus = lambda v: float(np.log1p(np.exp(v)))  # noqa: E731
     mlm = (softplus(-1) + 3 * softplus(-3)) / 4  # per token, not (softplus(-1) + softplus(-3)) / 2
     assert m["mlm_loss"] == pytest.approx(mlm, rel=1e-6)

@@ -21,10 +21,8 @@ SMALL = dict(num_images=60, questions_per_image=3, regions=6, vqa_dim=40, nlvr2_
 
 
 @pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("synth"))
-    generate(out, **SMALL)
-    return out
+def synth(synthetic):
+    return synthetic(**SMALL)
 
 
 def _files(root):
@@ -47,14 +45,23 @@ def test_real_formats(synth):
     imdb_dir = os.path.join(synth, "vqa2", "imdb")
     vocab = load_answer_vocab(os.path.join(synth, "vqa2", "answers_vqa.txt"))
     assert len(vocab) == 3129
-    for name in ("train2014", "val2014", "minival2014", "trainval2014", "test2015"):
+    # COCO image sets each imdb may draw from (minival is a part of val2014; trainval is train + val).
+    image_sets = {"train2014": {"train2014"}, "val2014": {"val2014"}, "minival2014": {"val2014"},
+                  "trainval2014": {"train2014", "val2014"}, "test2015": {"test2015"}}
+    for name, allowed in image_sets.items():
         header, entries = load_imdb(os.path.join(imdb_dir, f"imdb_{name}.npy"))
         assert header["has_answer"] == (name != "test2015")
+        assert {"create_time", "dataset_name", "version", "has_answer", "has_gt_layout"} <= set(header)
+        seen = set()
+        for e in entries:
+            m = re.fullmatch(r"COCO_(train2014|val2014|test2015)_(\d{12})", e["image_name"])
+            assert m and m.group(1) in allowed and int(m.group(2)) == e["image_id"], (name, e["image_name"])
+            assert e["feature_path"] == e["image_name"] + ".npy"
+            seen.add(m.group(1))
+            if name != "test2015":
+                assert len(e["all_answers"]) == 10 and all(a in vocab for a in e["valid_answers"])
+        assert seen == allowed, name
         e = entries[0]
-        assert e["feature_path"] == e["image_name"] + ".npy"
-        assert e["image_name"] == f"COCO_{name if name != 'minival2014' and name != 'trainval2014' else e['image_name'].split('_')[1]}_{e['image_id']:012d}"
-        if name != "test2015":
-            assert len(e["all_answers"]) == 10 and all(a in vocab for a in e["valid_answers"])
         report = check_split("vqa", os.path.join(imdb_dir, f"imdb_{name}.npy"), os.path.join(synth, "detectron_fix_100"),
                              read=True, progress=False, dim=40)
         assert not report["missing"] and not report["bad"]

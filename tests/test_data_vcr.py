@@ -7,12 +7,6 @@ import pytest
 
 from visualbert.constants import ALIGNMENT_PAD
 from visualbert.data import Collator, DataFormatError, VCRDataset, read_vcr_jsonl
-from visualbert.tokenizer import load_tokenizer
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer()
 
 
 @pytest.fixture

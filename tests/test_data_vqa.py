@@ -7,22 +7,13 @@ import pytest
 
 from visualbert.constants import IGNORE_INDEX
 from visualbert.data import DataFormatError, MissingFeaturesError, VQA2Dataset, imdb_files, load_answer_vocab
-from visualbert.data.synthetic import generate
-from visualbert.tokenizer import load_tokenizer
 
 SMALL = dict(num_images=10, questions_per_image=3, regions=6, vqa_dim=64, tasks=("vqa",))
 
 
 @pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("synth_vqa"))
-    generate(out, **SMALL)
-    return out
+def synth(synthetic):
+    return synthetic(**SMALL)
 
 
 def _ds(synth, tok, split="train", **kw):

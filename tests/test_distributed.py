@@ -9,8 +9,7 @@ import numpy as np
 import paddle
 import pytest
 
-from visualbert.data.synthetic import generate
-from visualbert.engine import read_jsonl
+from visualbert.fileio import read_jsonl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = ["--hidden_size", "32", "--num_hidden_layers", "2", "--num_attention_heads", "2", "--intermediate_size", "64",
@@ -19,21 +18,22 @@ MODEL = ["--hidden_size", "32", "--num_hidden_layers", "2", "--num_attention_hea
 
 
 @pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("synth_dist"))
-    generate(out, tasks=("nlvr2",), nlvr2_dim=32, nlvr2_sets=10, nlvr2_regions=4)
-    return out
+def synth(synthetic):
+    return synthetic(tasks=("nlvr2",), nlvr2_dim=32, nlvr2_sets=10, nlvr2_regions=4)
+
+
+DRIVER = os.path.join(ROOT, "tests", "rank_weights_driver.py")  # every rank writes its final weights
 
 
 def run(synth, out, nproc, batch, steps, dump, log_dir):
-    script = ["NLVR2/run_nlvr2.py", "--data_dir", f"{synth}/nlvr2", "--features", f"{synth}/detectron_fix_144",
+    script = [DRIVER, dump, "NLVR2/run_nlvr2.py", "--data_dir", f"{synth}/nlvr2", "--features", f"{synth}/detectron_fix_144",
               "--output_dir", out, "--batch_size", str(batch), "--max_steps", str(steps), "--eval_steps", str(steps)] + MODEL
     if nproc == 1:
         cmd = [sys.executable] + script
     else:
         cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", str(nproc), "--log_dir", log_dir] + script
     env = {k: v for k, v in os.environ.items() if not k.startswith("PADDLE_")}
-    env["VISUALBERT_TEST_DUMP_RANK_WEIGHTS"] = dump
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=400, env=env)
     logs = ""
     if os.path.isdir(log_dir):

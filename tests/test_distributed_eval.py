@@ -23,7 +23,7 @@ from visualbert import distributed_eval
 from visualbert.configuration import VisualBertConfig
 from visualbert.data.collate import Collator
 from visualbert.modeling import VisualBertForVisualReasoning
-from visualbert.tasks import run_inference
+from visualbert.engine import predict as run_inference
 
 out = sys.argv[1]
 world, rank = int(os.environ.get("PADDLE_TRAINERS_NUM", "1")), int(os.environ.get("PADDLE_TRAINER_ID", "0"))

@@ -22,6 +22,7 @@ import pytest
 from visualbert.data.synthetic import generate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DRIVER = os.path.join(ROOT, "tests", "rank_weights_driver.py")  # every rank writes its final weights
 MODEL = ["--hidden_size", "32", "--num_hidden_layers", "1", "--num_attention_heads", "2", "--intermediate_size", "64",
          "--disable_tqdm", "--dropout", "0", "--learning_rate", "1e-3", "--warmup", "0", "--logging_steps", "1",
          "--save_steps", "1", "--max_seq_length", "24", "--seed", "3"]
@@ -48,7 +49,7 @@ def task_args(synth, task):
 
 def run(synth, out, nproc, batch, steps, accum, tmp_path, task="vqa2_pretrain"):
     dump, log_dir = str(tmp_path / f"dump_{nproc}_{accum}"), str(tmp_path / f"log_{nproc}_{accum}")
-    script = task_args(synth, task) + ["--output_dir", out, "--batch_size", str(batch), "--max_steps", str(steps),
+    script = [DRIVER, dump] + task_args(synth, task) + ["--output_dir", out, "--batch_size", str(batch), "--max_steps", str(steps),
                                        "--eval_steps", "1000", "--gradient_accumulation_steps", str(accum)] + MODEL
     if nproc == 1:
         cmd = [sys.executable] + script
@@ -56,7 +57,7 @@ def run(synth, out, nproc, batch, steps, accum, tmp_path, task="vqa2_pretrain"):
         cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", str(nproc), "--log_dir",
                log_dir] + script
     env = {k: v for k, v in os.environ.items() if not k.startswith("PADDLE_")}
-    env["VISUALBERT_TEST_DUMP_RANK_WEIGHTS"] = dump
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=400, env=env)
     logs = ""
     if os.path.isdir(log_dir):

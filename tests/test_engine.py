@@ -4,6 +4,7 @@ Expected values come from the definitions (linear warmup/decay formula, the glob
 computed separately, the mean of micro-batch gradients), not from the engine's own output.
 """
 
+import dataclasses
 import json
 import os
 
@@ -11,15 +12,16 @@ import numpy as np
 import paddle
 import pytest
 
+from conftest import tiny_config
 from visualbert import accel
-from visualbert.cli import training_parser
-from visualbert.configuration import VisualBertConfig
+from visualbert.checkpoints import list_checkpoints, optimizer_state_from_structured, optimizer_state_to_structured
+from visualbert.cli import UsageError, training_parser
+from visualbert.config import TrainConfig
 from visualbert.data import Collator
-from visualbert.engine import (ShardedShuffleBatchSampler, Trainer, UsageError, _optimizer_state_from_structured,
-                               _optimizer_state_to_structured, build_optimizer, list_checkpoints, no_decay, read_jsonl,
-                               set_seed)
+from visualbert.distributed import set_seed
+from visualbert.engine import ShardedShuffleBatchSampler, Trainer, build_optimizer, model_inputs, no_decay
+from visualbert.fileio import read_jsonl
 from visualbert.modeling import VisualBertForVisualReasoning
-from visualbert.tasks import MODEL_INPUTS
 
 DIM = 8
 
@@ -50,22 +52,23 @@ class ToyNLVR2:
 
 def tiny_model(dropout=0.0, seed=0):
     set_seed(seed)
-    config = VisualBertConfig(vocab_size=1200, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                              intermediate_size=32, visual_embedding_dim=DIM, num_labels=2, max_position_embeddings=32,
-                              hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+    config = tiny_config(hidden_size=16, num_attention_heads=2, intermediate_size=32, visual_embedding_dim=DIM,
+                         num_labels=2, max_position_embeddings=32, hidden_dropout_prob=dropout,
+                         attention_probs_dropout_prob=dropout)
     return VisualBertForVisualReasoning(config)
 
 
 def make_args(output_dir, extra_argv=(), **overrides):
+    """A :class:`TrainConfig` from the command line of the training scripts (plus ``overrides``)."""
     parser = training_parser("test")
     argv = ["--output_dir", str(output_dir), "--disable_tqdm", "--batch_size", "4", "--num_train_epochs", "1",
             "--logging_steps", "1", "--save_steps", "1000", "--learning_rate", "1e-3", "--no_eval"] + list(extra_argv)
-    args = parser.parse_args(argv)
-    args.metric_for_best, args.greater_is_better, args.eval_batch_size = None, True, 8
-    for k, v in overrides.items():
-        setattr(args, k, v)
+    args = vars(parser.parse_args(argv))
+    values = {f.name: args[f.name] for f in dataclasses.fields(TrainConfig) if f.name in args}
+    values.update(metric_for_best=None, greater_is_better=True, eval_batch_size=8)
+    values.update(overrides)
     os.makedirs(output_dir, exist_ok=True)
-    return args
+    return TrainConfig(**values)
 
 
 def weights(model):
@@ -76,7 +79,7 @@ def test_schedule_steps_once_per_optimizer_step_with_accumulation(tmp_path):
     # 10 examples, batch 1 -> 10 micro-batches per epoch; accumulation 3 -> groups of 3, 3, 3, 1 = 4 updates/epoch.
     args = make_args(tmp_path, batch_size=1, gradient_accumulation_steps=3, num_train_epochs=2, warmup=2,
                      learning_rate=0.01)
-    trainer = Trainer(args, tiny_model(), ToyNLVR2(10), Collator(), model_kwargs=MODEL_INPUTS)
+    trainer = Trainer(args, tiny_model(), ToyNLVR2(10), Collator())
     assert trainer.total_steps == 8
     assert [trainer.group_size(i) for i in range(10)] == [3, 3, 3, 3, 3, 3, 3, 3, 3, 1]
     state = trainer.train()
@@ -90,7 +93,7 @@ def test_schedule_steps_once_per_optimizer_step_with_accumulation(tmp_path):
 
 def test_warmup_proportion(tmp_path):
     args = make_args(tmp_path, batch_size=2, num_train_epochs=1, warmup=0.5, learning_rate=0.1)
-    trainer = Trainer(args, tiny_model(), ToyNLVR2(8), Collator(), model_kwargs=MODEL_INPUTS)
+    trainer = Trainer(args, tiny_model(), ToyNLVR2(8), Collator())
     trainer.train()
     lrs = [r["learning_rate"] for r in read_jsonl(tmp_path / "metrics.jsonl") if r["type"] == "train"]
     np.testing.assert_allclose(lrs, [0.0, 0.05, 0.1, 0.05], rtol=1e-6)  # 4 steps, warmup floor(0.5*4)=2
@@ -101,10 +104,10 @@ def test_accumulation_equals_large_batch(tmp_path):
     # size): the engine must divide each micro-batch loss by the group size.
     data = ToyNLVR2(8)
     a = make_args(tmp_path / "a", batch_size=4, gradient_accumulation_steps=2, max_steps=1)
-    ta = Trainer(a, tiny_model(), data, Collator(), model_kwargs=MODEL_INPUTS)
+    ta = Trainer(a, tiny_model(), data, Collator())
     ta.train()
     b = make_args(tmp_path / "b", batch_size=8, gradient_accumulation_steps=1, max_steps=1)
-    tb = Trainer(b, tiny_model(), data, Collator(), model_kwargs=MODEL_INPUTS)
+    tb = Trainer(b, tiny_model(), data, Collator())
     tb.train()
     wa, wb = weights(ta.model), weights(tb.model)
     assert any(not np.allclose(wa[k], weights(tiny_model())[k]) for k in wa)  # something was trained
@@ -120,13 +123,13 @@ def test_global_norm_clipping(tmp_path):
     model = tiny_model()
     batch = Collator()([data[i] for i in range(4)])
     ref = tiny_model()
-    ref(**{k: v for k, v in batch.items() if k in MODEL_INPUTS})["loss"].backward()
+    ref(**model_inputs(batch))["loss"].backward()
     grads = {n: p.grad.numpy() for n, p in ref.named_parameters() if p.grad is not None}
     raw_norm = np.sqrt(sum((g.astype(np.float64) ** 2).sum() for g in grads.values()))
     assert raw_norm > 10 * max_norm
     opt, sched, _ = build_optimizer(model, 10, lr, warmup=0, weight_decay=0.0, adam_epsilon=eps, max_grad_norm=max_norm)
     before = weights(model)
-    model(**{k: v for k, v in batch.items() if k in MODEL_INPUTS})["loss"].backward()
+    model(**model_inputs(batch))["loss"].backward()
     opt.step()
     after = weights(model)
     names = dict(model.named_parameters())
@@ -154,7 +157,7 @@ def test_freeze_pooler_leaves_it_untouched(tmp_path):
     args = make_args(tmp_path, freeze_pooler=True, max_steps=2)
     model = tiny_model()
     before = weights(model)
-    Trainer(args, model, ToyNLVR2(8), Collator(), model_kwargs=MODEL_INPUTS).train()
+    Trainer(args, model, ToyNLVR2(8), Collator()).train()
     after = weights(model)
     np.testing.assert_array_equal(before["visual_bert.pooler.dense.weight"], after["visual_bert.pooler.dense.weight"])
     assert not np.allclose(before["cls.weight"], after["cls.weight"])
@@ -184,7 +187,7 @@ def test_in_process_resume_matches_uninterrupted(tmp_path):
 
     def run(out, **kw):
         args = make_args(out, batch_size=2, num_train_epochs=2, save_steps=3, gradient_accumulation_steps=2, **kw)
-        t = Trainer(args, tiny_model(dropout=0.2), data, Collator(), model_kwargs=MODEL_INPUTS)
+        t = Trainer(args, tiny_model(dropout=0.2), data, Collator())
         return t, args
 
     full, _ = run(tmp_path / "full")
@@ -216,12 +219,12 @@ def test_in_process_resume_matches_uninterrupted(tmp_path):
 def test_batch_larger_than_dataset_fails(tmp_path):
     args = make_args(tmp_path, batch_size=32)
     with pytest.raises(UsageError, match="larger than the training set"):
-        Trainer(args, tiny_model(), ToyNLVR2(10), Collator(), model_kwargs=MODEL_INPUTS)
+        Trainer(args, tiny_model(), ToyNLVR2(10), Collator())
 
 
 def test_checkpoint_contents_and_rotation(tmp_path):
     args = make_args(tmp_path, batch_size=2, save_steps=1, save_total_limit=2, max_steps=4)
-    Trainer(args, tiny_model(), ToyNLVR2(8), Collator(), model_kwargs=MODEL_INPUTS).train()
+    Trainer(args, tiny_model(), ToyNLVR2(8), Collator()).train()
     found = list_checkpoints(str(tmp_path))
     assert [s for s, _ in found] == [3, 4]
     names = set(os.listdir(found[-1][1]))
@@ -235,7 +238,7 @@ def test_checkpoint_contents_and_rotation(tmp_path):
 # ------------------------------------------------------------------------------------------ accel (AMP, fused attention)
 def _train(out, data, extra_argv=(), model=None, **overrides):
     args = make_args(out, extra_argv, **overrides)
-    trainer = Trainer(args, model or tiny_model(), data, Collator(), model_kwargs=MODEL_INPUTS)
+    trainer = Trainer(args, model or tiny_model(), data, Collator())
     trainer.train()
     return trainer
 
@@ -339,10 +342,10 @@ def test_optimizer_state_names_cover_master_weights():
     name_map = {"linear_3.w_0": "cls.weight", "linear_3.b_0": "cls.bias"}
     state = {"linear_3.w_0_fp32_master_0_moment1_0": 1, "linear_3.b_0_moment2_0": 2, "LR_Scheduler": {"last_epoch": 3},
              "master_weights": {"linear_3.w_0": 4, "linear_3.b_0": 5}}
-    structured = _optimizer_state_to_structured(state, name_map)
+    structured = optimizer_state_to_structured(state, name_map)
     assert structured["master_weights"] == {"param::cls.weight": 4, "param::cls.bias": 5}
     assert "param::cls.weight::_fp32_master_0_moment1_0" in structured
-    assert _optimizer_state_from_structured(structured, name_map) == state
+    assert optimizer_state_from_structured(structured, name_map) == state
 
 
 def test_o2_weights_save_as_fp32_master_weights_and_load_back():

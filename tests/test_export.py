@@ -13,11 +13,10 @@ import paddle
 from visualbert.configuration import VisualBertConfig
 from visualbert.inference import Predictor, export_model
 from visualbert.modeling import VisualBertForQuestionAnswering, VisualBertForVisualReasoning
-from visualbert.parity import make_inputs
+from visualbert.inputs import make_inputs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = dict(vocab_size=1200, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-            visual_embedding_dim=32, max_position_embeddings=64)
+from conftest import TINY  # noqa: E402
 
 
 def _model(cls, num_labels):

@@ -25,7 +25,7 @@ from visualbert.metrics import nlvr2_metrics, vcr_metrics, vqa_soft_accuracy
 from visualbert.modeling import (VisualBertForMultipleChoice, VisualBertForPreTraining,
                                  VisualBertForQuestionAnswering, VisualBertForRegionToPhraseAlignment,
                                  VisualBertForVisualReasoning, VisualBertModel, VisualBertSelfAttention)
-from visualbert.parity import make_inputs
+from visualbert.inputs import make_inputs
 
 TINY = dict(vocab_size=1200, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
             visual_embedding_dim=16, max_position_embeddings=64, hidden_dropout_prob=0.0,
@@ -459,10 +459,9 @@ class Bfloat16Logits(paddle.nn.Layer):
         return {"logits": paddle.to_tensor(out).astype("bfloat16")}
 
 
-@pytest.mark.xfail(strict=True, reason="phase 2 hook: visualbert.tasks._numpy must call accel.to_float32_numpy")
 def test_prediction_loop_reads_bfloat16_logits_as_float32():
     from visualbert.data.collate import Collator
-    from visualbert.tasks import run_inference
+    from visualbert.engine import predict as run_inference
 
     logits = _logits(n=10, c=5)
     r = np.random.RandomState(0)

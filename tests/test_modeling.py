@@ -9,7 +9,6 @@ import torch
 import transformers
 
 from visualbert import (
-    VisualBertConfig,
     VisualBertForMultipleChoice,
     VisualBertForPreTraining,
     VisualBertForQuestionAnswering,
@@ -17,7 +16,9 @@ from visualbert import (
     VisualBertModel,
     load_pretrained,
 )
-from visualbert.parity import diff_outputs, hf_config, make_hf_model, make_inputs, paddle_from_hf, run_hf, run_paddle
+from conftest import tiny_config
+from parity import diff_outputs, hf_config, make_hf_model, paddle_from_hf, run_hf, run_paddle
+from visualbert.inputs import make_inputs
 
 ARCHITECTURES = [
     "VisualBertModel",
@@ -29,22 +30,22 @@ ARCHITECTURES = [
 ]
 
 
-def tiny_config(**overrides):
-    values = dict(vocab_size=1100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                  visual_embedding_dim=24, max_position_embeddings=64, num_labels=2)
-    values.update(overrides)
-    return VisualBertConfig(**values)
+# Every parity test runs on both kernel paths: "cpu" (bias fused into addmm, the mask expanded once per forward)
+# and "portable" (F.linear and a broadcast mask: what a GPU runs), so the GPU mix is checked on this CPU too.
+KERNELS = pytest.mark.parametrize("cpu_kernels", [True, False], ids=["cpu-kernels", "portable-kernels"])
 
 
 def _labels_for(architecture):
     return architecture != "VisualBertModel"
 
 
+@KERNELS
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
-def test_forward_and_loss_match_hf(architecture):
+def test_forward_and_loss_match_hf(architecture, cpu_kernels):
     config = tiny_config(num_labels=11 if architecture == "VisualBertForQuestionAnswering" else 2)
     hf_model = make_hf_model(config, architecture, seed=3)
     model = paddle_from_hf(hf_model, config, architecture)
+    model.set_cpu_kernels(cpu_kernels)
     inputs = make_inputs(config, architecture, seed=4, with_labels=_labels_for(architecture))
     report = diff_outputs(run_paddle(model, inputs, architecture), run_hf(hf_model, inputs, architecture))
     expected = {"VisualBertModel": {"last_hidden_state", "pooler_output"}}.get(architecture)
@@ -73,11 +74,13 @@ def test_padding_is_ignored():
     assert hidden_a is None and hidden_b is None
 
 
-def test_hidden_states_and_attentions_match_hf():
+@KERNELS
+def test_hidden_states_and_attentions_match_hf(cpu_kernels):
     config = tiny_config()
     architecture = "VisualBertModel"
     hf_model = make_hf_model(config, architecture, seed=5)
     model = paddle_from_hf(hf_model, config, architecture)
+    model.set_cpu_kernels(cpu_kernels)
     inputs = make_inputs(config, architecture, seed=6, with_labels=False)
     with torch.no_grad():
         ref = hf_model(**{k: torch.from_numpy(v) for k, v in inputs.items()}, output_hidden_states=True,
@@ -91,12 +94,14 @@ def test_hidden_states_and_attentions_match_hf():
         np.testing.assert_allclose(ours.numpy(), theirs.numpy(), atol=1e-5)
 
 
+@KERNELS
 @pytest.mark.parametrize("architecture", ["VisualBertForPreTraining", "VisualBertForQuestionAnswering"])
-def test_gradients_match_hf(architecture):
+def test_gradients_match_hf(architecture, cpu_kernels):
     """One backward pass: every parameter's gradient equals HF's (Linear weights transposed)."""
     config = tiny_config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_labels=9)
     hf_model = make_hf_model(config, architecture, seed=7)
     model = paddle_from_hf(hf_model, config, architecture)
+    model.set_cpu_kernels(cpu_kernels)
     hf_model.train()
     model.train()
     inputs = make_inputs(config, architecture, seed=8)
@@ -305,7 +310,7 @@ def _vqa_model_and_inputs():
 def test_wrong_visual_width_is_a_clear_error():
     model, inputs = _vqa_model_and_inputs()
     inputs["visual_embeds"] = np.zeros(inputs["visual_embeds"].shape[:2] + (2048,), dtype=np.float32)
-    with pytest.raises(ValueError, match="feature width 2048.*visual_embedding_dim=24"):
+    with pytest.raises(ValueError, match=f"feature width 2048.*visual_embedding_dim={model.config.visual_embedding_dim}"):
         model(**{k: paddle.to_tensor(v) for k, v in inputs.items()})
 
 
@@ -410,3 +415,58 @@ def test_hf_config_round_trip():
         assert getattr(hf, field) == getattr(config, field)
     assert hf.num_labels == 4
     assert isinstance(hf, transformers.VisualBertConfig)
+
+
+# ------------------------------------------------------------------------------------------ strict model API
+def test_the_kernel_paths_really_differ_and_are_chosen_at_build():
+    # The two paths must take different ops, or running the parity tests on both would check nothing twice.
+    import visualbert.modeling as modeling
+
+    model = VisualBertForVisualReasoning(tiny_config())
+    assert all(layer.cpu_kernels for layer in model.sublayers(include_self=True))  # built on CPU
+    x, w, b = paddle.rand([2, 3, 4]), paddle.rand([4, 5]), paddle.rand([5])
+    calls = []
+    original = paddle.addmm
+    try:
+        paddle.addmm = lambda *a, **k: calls.append(1) or original(*a, **k)
+        with paddle.no_grad():
+            fast = modeling._linear(x, w, b, True)
+            portable = modeling._linear(x, w, b, False)
+    finally:
+        paddle.addmm = original
+    assert len(calls) == 1
+    np.testing.assert_allclose(fast.numpy(), portable.numpy(), rtol=1e-6)
+    mask = paddle.zeros([2, 1, 1, 3])
+    assert VisualBertModel.expand_attention_mask(mask, x, 2, True).shape == [2, 2, 3, 3]
+    assert VisualBertModel.expand_attention_mask(mask, x, 2, False).shape == [2, 1, 1, 3]
+
+
+def test_model_output_raises_attribute_error_for_a_missing_name():
+    model = VisualBertForVisualReasoning(tiny_config())
+    inputs = make_inputs(model.config, "VisualBertForVisualReasoning", seed=1, with_labels=False)
+    with paddle.no_grad():
+        out = model(**{k: paddle.to_tensor(v) for k, v in inputs.items()})
+    assert out.logits.shape[-1] == 2 and "loss" not in out and out.get("loss") is None
+    with pytest.raises(AttributeError, match="'loss'"):
+        out.loss  # noqa: B018
+    with pytest.raises(AttributeError, match="'logit'"):
+        out.logit  # noqa: B018
+
+
+def test_heads_reject_a_misspelt_argument():
+    model = VisualBertForQuestionAnswering(tiny_config(num_labels=3))
+    inputs = {k: paddle.to_tensor(v) for k, v in make_inputs(model.config, "VisualBertForQuestionAnswering", seed=2).items()}
+    with pytest.raises(TypeError, match="output_hidden_state"):
+        model(**inputs, output_hidden_state=True)
+
+
+@pytest.mark.parametrize("cls", [VisualBertModel, VisualBertForPreTraining, VisualBertForQuestionAnswering,
+                                 VisualBertForVisualReasoning, VisualBertForMultipleChoice])
+def test_weights_are_initialised_once_per_model(cls, monkeypatch):
+    from visualbert.modeling import VisualBertPreTrainedModel
+
+    calls = []
+    original = VisualBertPreTrainedModel.init_weights
+    monkeypatch.setattr(VisualBertPreTrainedModel, "init_weights", lambda self: calls.append(type(self)) or original(self))
+    cls(tiny_config())
+    assert calls == [cls]

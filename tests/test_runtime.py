@@ -13,11 +13,11 @@ import paddle
 
 from visualbert import accel, runtime
 from visualbert.configuration import VisualBertConfig
-from visualbert.parity import make_hf_model, make_inputs, paddle_from_hf, run_hf, run_paddle, diff_outputs
+from parity import diff_outputs, make_hf_model, paddle_from_hf, run_hf, run_paddle
+from visualbert.inputs import make_inputs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = dict(vocab_size=1200, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-            visual_embedding_dim=32, max_position_embeddings=64)
+from conftest import TINY  # noqa: E402
 
 
 def test_defaults_do_not_override_the_user():
@@ -104,7 +104,7 @@ def test_frozen_linear_layers_train_without_crash():
         "import visualbert, paddle\n"
         "from visualbert.configuration import VisualBertConfig\n"
         "from visualbert.modeling import VisualBertForVisualReasoning\n"
-        "from visualbert.parity import make_inputs\n"
+        "from visualbert.inputs import make_inputs\n"
         f"cfg = VisualBertConfig(num_labels=2, **{TINY!r})\n"
         "m = VisualBertForVisualReasoning(cfg); m.train()\n"
         "for p in m.visual_bert.pooler.parameters(): p.stop_gradient = True\n"

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from visualbert import safety
-from visualbert.atomic import atomic_path
+from visualbert.fileio import atomic_path
 from visualbert.safety import (
     NonFiniteGuard,
     NonFiniteLossError,

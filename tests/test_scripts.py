@@ -11,8 +11,10 @@ import numpy as np
 import paddle
 import pytest
 
+from visualbert.checkpoints import list_checkpoints
+from visualbert.cli import UsageError
 from visualbert.data.synthetic import generate
-from visualbert.engine import UsageError, list_checkpoints, read_jsonl
+from visualbert.fileio import read_jsonl
 from visualbert.metrics import read_nlvr2_predictions
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,11 +33,9 @@ def load_script(relpath):
 
 
 @pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("synth"))
-    generate(out, num_images=20, vqa_dim=DIM, nlvr2_dim=DIM, vcr_dim=DIM, nlvr2_sets=10, vcr_examples=12, regions=4,
-             nlvr2_regions=4)
-    return out
+def synth(synthetic):
+    return synthetic(num_images=20, vqa_dim=DIM, nlvr2_dim=DIM, vcr_dim=DIM, nlvr2_sets=10, vcr_examples=12, regions=4,
+                     nlvr2_regions=4)
 
 
 def vqa_args(synth):
@@ -249,7 +249,7 @@ def test_bad_arguments_fail_before_training(synth, tmp_path):
         vqa(vqa_args(synth)[:-1] + ["nope"] + TINY + ["--output_dir", out])
     with pytest.raises(FileNotFoundError, match="imdb_nope.npy"):
         vqa(vqa_args(synth)[:-1] + ["imdb_nope.npy"] + TINY + ["--output_dir", out])
-    with pytest.raises(FileNotFoundError, match="no region features for image"):
+    with pytest.raises(FileNotFoundError, match="holds no features"):  # the width is read from the feature store
         vqa(vqa_args(synth)[:2] + ["--features", str(tmp_path)] + vqa_args(synth)[4:] + TINY + ["--output_dir", out])
     with pytest.raises(UsageError, match="--model_name_or_path"):
         vqa(vqa_args(synth) + TINY + ["--output_dir", out, "--model_name_or_path", str(tmp_path / "missing")])
@@ -321,12 +321,36 @@ def test_check_features_fails_before_training(synth_missing, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ kill and resume
-def _run_nlvr2(synth, out, extra=(), env=None):
-    argv = [sys.executable, "NLVR2/run_nlvr2.py"] + nlvr2_args(synth) + TINY[:-6] + [
+# Runs NLVR2/run_nlvr2.py's main in a fresh process with a callback that hard-exits (os._exit: no cleanup, as a
+# killed job) right after the checkpoint of step N is complete ("after") or while it is half written ("during").
+KILLER = """
+import os, runpy, sys
+from visualbert.engine import TrainerCallback
+
+when, at = sys.argv[1], int(sys.argv[2])
+
+
+class Kill(TrainerCallback):
+    def on_save_partial(self, trainer, step, tmp_dir):
+        if when == "during" and step == at:
+            os._exit(17)
+
+    def on_save(self, trainer, step, path):
+        if when == "after" and step == at:
+            os._exit(0)
+
+
+sys.exit(runpy.run_path("NLVR2/run_nlvr2.py")["main"](sys.argv[3:], callbacks=[Kill()]))
+"""
+
+
+def _run_nlvr2(synth, out, extra=(), kill=None):
+    script = ["NLVR2/run_nlvr2.py"] if kill is None else ["-c", KILLER, *kill]
+    argv = [sys.executable, *script] + nlvr2_args(synth) + TINY[:-6] + [
         "--batch_size", "4", "--num_train_epochs", "2", "--save_steps", "3", "--gradient_accumulation_steps", "2",
         "--learning_rate", "1e-3", "--output_dir", out, "--eval_steps", "3", "--logging_steps", "1"] + list(extra)
-    full_env = dict(os.environ, **(env or {}))
-    return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300, env=full_env)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+    return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
 
 
 def test_killed_run_resumes_to_identical_weights_and_metrics(synth, tmp_path):
@@ -336,7 +360,7 @@ def test_killed_run_resumes_to_identical_weights_and_metrics(synth, tmp_path):
     assert p.returncode == 0, p.stderr[-2000:]
 
     run = str(tmp_path / "run")
-    p = _run_nlvr2(synth, run, env={"VISUALBERT_TEST_KILL_AFTER_STEP": "3"})
+    p = _run_nlvr2(synth, run, kill=("after", "3"))
     assert p.returncode == 0 and not os.path.exists(os.path.join(run, "final"))
     assert [s for s, _ in list_checkpoints(run)] == [3]
     p = _run_nlvr2(synth, run, ["--resume_from", "latest"])
@@ -352,7 +376,7 @@ def test_killed_run_resumes_to_identical_weights_and_metrics(synth, tmp_path):
     # Killed while writing step 4's checkpoint: no half-written step_4, and resuming from step 3 still
     # reproduces the reference.
     crash = str(tmp_path / "crash")
-    p = _run_nlvr2(synth, crash, env={"VISUALBERT_TEST_KILL_DURING_SAVE": "4"})
+    p = _run_nlvr2(synth, crash, kill=("during", "4"))
     assert p.returncode == 17
     assert [s for s, _ in list_checkpoints(crash)] == [3]
     assert not os.path.exists(os.path.join(crash, "step_4"))

@@ -13,7 +13,7 @@ import torch
 from visualbert import load_pretrained
 from visualbert.configuration import VisualBertConfig
 from visualbert.conversion import convert_vcr_checkpoint
-from visualbert.parity import make_hf_model
+from parity import make_hf_model
 from visualbert.vcr_model import VisualBertForVCR
 
 from test_conversion import _original_names

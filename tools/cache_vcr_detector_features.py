@@ -30,7 +30,7 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     from visualbert.data import Collator, DataFormatError
-    from visualbert.data.io_utils import save_npy
+    from visualbert.fileio import save_npy
     from visualbert.data.vcr_images import VCRImageDataset
     from visualbert.modeling import load_pretrained
     from visualbert.tokenizer import load_tokenizer

@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from visualbert.data.errors import DataFormatError  # noqa: E402
 from visualbert.data.features import check_finite  # noqa: E402
-from visualbert.data.io_utils import save_npy  # noqa: E402
+from visualbert.fileio import save_npy  # noqa: E402
 
 _FEATURE_KEYS = ("features", "feature", "feats", "image_feature", "x")
 _CONF_KEYS = ("conf", "confidence", "scores", "cls_prob", "box_conf")

@@ -26,7 +26,7 @@ def check(model, out_dir, tolerance=1e-5, use_mkldnn=False):
     import numpy as np
     import paddle
 
-    from visualbert.parity import make_inputs
+    from visualbert.inputs import make_inputs
 
     predictor = Predictor(out_dir, use_mkldnn=use_mkldnn)
     worst = 0.0

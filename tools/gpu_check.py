@@ -21,7 +21,7 @@ import paddle  # noqa: E402
 
 from visualbert import accel  # noqa: E402
 from visualbert.configuration import VisualBertConfig  # noqa: E402
-from visualbert.parity import make_inputs  # noqa: E402
+from visualbert.inputs import make_inputs  # noqa: E402
 
 # Max |fused - unfused| relative to max |unfused| (outputs are LayerNorm-ed, |x| ~ 1-4).
 TOLERANCE = {"float32": 1e-4, "float16": 2e-2, "bfloat16": 6e-2}
@@ -95,11 +95,11 @@ def check_attention():
 
 
 def check_bf16_eval():
-    """The one prediction loop (visualbert.tasks.run_inference) under low-precision autocast gives the float32
+    """The one prediction loop (visualbert.engine.predict) under low-precision autocast gives the float32
     predictions: argmax agreement and logits close."""
     from visualbert.data.collate import Collator
     from visualbert.modeling import VisualBertForQuestionAnswering
-    from visualbert.tasks import run_inference
+    from visualbert.engine import predict as run_inference
 
     config = VisualBertConfig(vocab_size=2000, hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
                               intermediate_size=256, visual_embedding_dim=32, max_position_embeddings=64, num_labels=50)

@@ -1,19 +1,24 @@
-"""Arguments shared by every training / prediction script, their validation, and model construction.
+"""The command line: the arguments shared by every training / prediction script, :class:`UsageError` and
+:func:`main_wrapper`, which turns it into one ``error: ...`` line and exit status 2.
 
-Scripts stay thin: ``parser = training_parser(...)``, add the task's data arguments, ``args = parse(parser)``,
-build datasets and the model (:func:`build_model`), and hand them to :class:`visualbert.engine.Trainer`.
-Every check that can fail runs before training starts and raises :class:`UsageError` with a clear message;
-:func:`main_wrapper` prints it and exits with status 2.
+The parsed namespace goes to :meth:`visualbert.config.TrainConfig.from_args` (the typed, validated training
+configuration) and to :func:`visualbert.build.build_dataset` / :func:`visualbert.build.build_model`; nothing else
+reads it.
 """
+
+from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import traceback
+from typing import Callable
 
 from . import accel
-from .engine import ARGS_FILE, METRICS_FILE, UsageError, is_main_process, list_checkpoints
+
+
+class UsageError(ValueError):
+    """A bad argument or input found before training; scripts print it and exit with status 2."""
 
 # Recipes of the paper (REFERENCE §4); scripts override what differs.
 PAPER_DEFAULTS = dict(learning_rate=2e-5, batch_size=64, num_train_epochs=10, warmup="0.1", weight_decay=0.01,
@@ -27,7 +32,7 @@ CHECK_FEATURES_HELP = ("before training (or predicting), check that every image 
                        "feature file, and exit with an error listing the missing ones (one stat per image)")
 
 
-def parse_warmup(value):
+def parse_warmup(value: str) -> float | int:
     """``"0.1"`` → 0.1 (a proportion of the training steps); ``"500"`` → 500 (steps)."""
     text = str(value).strip()
     try:
@@ -41,7 +46,7 @@ def parse_warmup(value):
     return number
 
 
-def str2bool(value):
+def str2bool(value: str | bool) -> bool:
     if isinstance(value, bool):
         return value
     if value.lower() in ("1", "true", "yes", "y"):
@@ -51,7 +56,7 @@ def str2bool(value):
     raise argparse.ArgumentTypeError(f"expected true/false, got {value!r}")
 
 
-def add_model_args(parser, include_scratch=True):
+def add_model_args(parser: argparse.ArgumentParser, include_scratch: bool = True) -> argparse._ArgumentGroup:
     g = parser.add_argument_group("model")
     g.add_argument("--model_name_or_path", default=None,
                    help="a Paddle VisualBERT directory (config.json + model_state.pdparams), e.g. a converted "
@@ -75,7 +80,7 @@ def add_model_args(parser, include_scratch=True):
     return g
 
 
-def training_parser(description, **defaults):
+def training_parser(description: str, **defaults) -> argparse.ArgumentParser:
     """The common training arguments; ``defaults`` override the paper's recipe values."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_model_args(parser)
@@ -121,9 +126,9 @@ def training_parser(description, **defaults):
     return parser
 
 
-def prediction_parser(description):
+def prediction_parser(description: str) -> argparse.ArgumentParser:
     """Arguments of the predict scripts; the model is ``--model_dir`` or ``--inference_model`` (exactly one, checked
-    by :func:`visualbert.runner.load_prediction_model`)."""
+    by :func:`visualbert.build.load_prediction_model`)."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--model_dir", default=None,
                         help="a trained model directory (a run's best/ or final/, or step_<N>/); or --inference_model")
@@ -140,7 +145,8 @@ def prediction_parser(description):
     return parser
 
 
-def require_path(path, what, kind="any"):
+def require_path(path: str | None, what: str, kind: str = "any") -> None:
+    """Raises :class:`UsageError` unless ``path`` exists (``kind``: "dir", "file" or "any")."""
     if path is None:
         raise UsageError(f"{what} is required")
     if kind == "dir" and not os.path.isdir(path):
@@ -151,22 +157,8 @@ def require_path(path, what, kind="any"):
         raise UsageError(f"{what} {path!r} does not exist")
 
 
-def validate_training_args(args):
-    """Checks everything that does not need the data; raises :class:`UsageError`."""
-    if args.save_steps <= 0:
-        raise UsageError(f"--save_steps must be a positive number of steps, got {args.save_steps}")
-    if args.logging_steps <= 0:
-        raise UsageError(f"--logging_steps must be positive, got {args.logging_steps}")
-    if args.batch_size <= 0:
-        raise UsageError(f"--batch_size must be positive, got {args.batch_size}")
-    if args.gradient_accumulation_steps <= 0:
-        raise UsageError(f"--gradient_accumulation_steps must be positive, got {args.gradient_accumulation_steps}")
-    if args.max_steps <= 0 and args.num_train_epochs <= 0:
-        raise UsageError("--num_train_epochs must be positive (or give --max_steps)")
-    if args.eval_steps < 0:
-        raise UsageError(f"--eval_steps must be >= 0, got {args.eval_steps}")
-    if args.learning_rate <= 0:
-        raise UsageError(f"--learning_rate must be positive, got {args.learning_rate}")
+def check_model_args(args: argparse.Namespace) -> None:
+    """Checks the model arguments of :func:`add_model_args` (paths exist, one source); raises :class:`UsageError`."""
     if args.model_name_or_path and args.bert_model:
         raise UsageError("give either --model_name_or_path or --bert_model, not both")
     if args.model_name_or_path:
@@ -181,124 +173,9 @@ def validate_training_args(args):
         require_path(args.config, "--config", "file")
     if args.vocab_file:
         require_path(args.vocab_file, "--vocab_file", "file")
-    if args.resume_from and args.resume_from != "latest" and not os.path.isdir(args.resume_from):
-        raise UsageError(f"--resume_from {args.resume_from!r} does not exist")
-    if args.eval_batch_size is None:
-        args.eval_batch_size = 2 * args.batch_size
-    check_output_dir(args)
 
 
-def _holds_run(path):
-    return os.path.isdir(path) and (os.path.exists(os.path.join(path, ARGS_FILE))
-                                    or os.path.exists(os.path.join(path, METRICS_FILE)) or bool(list_checkpoints(path)))
-
-
-def check_output_dir(args):
-    out = args.output_dir
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise UsageError(f"--output_dir {out!r} is a file")
-    resuming_here = args.resume_from == "latest" or (args.resume_from and os.path.abspath(args.resume_from).startswith(os.path.abspath(out) + os.sep))
-    if _holds_run(out) and not resuming_here and not args.overwrite_output_dir:
-        raise UsageError(f"--output_dir {out!r} already holds a run (args.json / metrics.jsonl / step_<N>); pass "
-                         "--overwrite_output_dir to replace it or --resume_from latest to continue it")
-
-
-def prepare_output_dir(args):
-    """Clears (``--overwrite_output_dir``) and creates the output directory; rank 0 only."""
-    if not is_main_process():
-        return
-    out = args.output_dir
-    resuming = bool(args.resume_from)
-    if args.overwrite_output_dir and os.path.isdir(out) and not resuming:
-        for name in os.listdir(out):
-            path = os.path.join(out, name)
-            shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
-    os.makedirs(out, exist_ok=True)
-
-
-def finalize_task_defaults(args, metric, greater_is_better):
-    """Fills ``--metric_for_best`` / ``--greater_is_better`` from the task's defaults. For another metric the
-    direction is guessed from its name (losses and errors are minimised) unless given explicitly."""
-    if args.no_eval:
-        args.metric_for_best = None
-    elif args.metric_for_best is None:
-        args.metric_for_best = metric
-    if args.greater_is_better is None:
-        if args.metric_for_best == metric:
-            args.greater_is_better = greater_is_better
-        else:
-            name = (args.metric_for_best or "").lower()
-            args.greater_is_better = not any(word in name for word in ("loss", "error", "perplexity"))
-
-
-# ------------------------------------------------------------------------------------------ models
-def _head_width(architecture, num_labels):
-    if architecture == "VisualBertForMultipleChoice":
-        return 1
-    if architecture in ("VisualBertForQuestionAnswering", "VisualBertForVisualReasoning"):
-        return num_labels
-    return None
-
-
-def build_model(args, model_class, visual_dim, num_labels=2):
-    """Builds the task model from ``--model_name_or_path``, ``--bert_model`` or from scratch.
-
-    Raises:
-        UsageError: the checkpoint's visual width or classifier head does not fit the task.
-    """
-    from .configuration import VisualBertConfig
-
-    overrides = {}
-    if getattr(args, "dropout", None) is not None:
-        overrides.update(hidden_dropout_prob=args.dropout, attention_probs_dropout_prob=args.dropout)
-    if args.model_name_or_path:
-        config = VisualBertConfig.from_pretrained(args.model_name_or_path)
-        if config.visual_embedding_dim != visual_dim:
-            raise UsageError(f"--model_name_or_path {args.model_name_or_path!r} has visual_embedding_dim="
-                             f"{config.visual_embedding_dim}, but the task's region features are {visual_dim}-d "
-                             "(VQA checkpoints expect 2048, NLVR2 1024, VCR 512)")
-        source_arch = (config.architectures or ["VisualBertModel"])[0]
-        have = _head_width(source_arch, config.num_labels)
-        want = _head_width(model_class.__name__, num_labels)
-        if have is not None and want is not None and have != want and not args.ignore_mismatched_sizes:
-            raise UsageError(f"--model_name_or_path {args.model_name_or_path!r} has a {source_arch} head with {have} "
-                             f"outputs; {model_class.__name__} for this task needs {want} "
-                             "(pass --ignore_mismatched_sizes to re-initialise the head)")
-        try:
-            model = model_class.from_pretrained(args.model_name_or_path, ignore_mismatched_sizes=args.ignore_mismatched_sizes,
-                                                num_labels=num_labels, **overrides)
-        except ValueError as err:
-            raise UsageError(str(err)) from None
-        model.train()
-        return model
-    if getattr(args, "config", None):
-        config = VisualBertConfig.from_pretrained(args.config, visual_embedding_dim=visual_dim, num_labels=num_labels, **overrides)
-    else:
-        values = dict(visual_embedding_dim=visual_dim, num_labels=num_labels, **overrides)
-        for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
-            if getattr(args, key, None) is not None:
-                values[key] = getattr(args, key)
-        if args.bert_model:
-            from .bert_init import read_bert_config
-
-            bert = read_bert_config(args.bert_model)
-            bert.update({k: v for k, v in values.items() if k not in bert or k in ("visual_embedding_dim", "num_labels")
-                         or k in overrides})
-            values = bert
-        config = VisualBertConfig(**values)
-    model = model_class(config)
-    if args.bert_model:
-        from .bert_init import load_bert_weights
-
-        try:
-            load_bert_weights(model, args.bert_model)
-        except (KeyError, ValueError) as err:
-            raise UsageError(f"--bert_model {args.bert_model!r}: {err}") from None
-    model.train()
-    return model
-
-
-def main_wrapper(main):
+def main_wrapper(main: Callable[[], int | None]) -> None:
     """Runs ``main()``; a :class:`UsageError` (or missing file) becomes ``error: ...`` on stderr and exit 2."""
     try:
         code = main()

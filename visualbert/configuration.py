@@ -4,7 +4,7 @@ import copy
 import json
 import os
 
-from .atomic import atomic_path
+from .fileio import atomic_path
 
 CONFIG_NAME = "config.json"
 

@@ -17,7 +17,7 @@ import tempfile
 
 import numpy as np
 
-from .atomic import replace_dir
+from .fileio import replace_dir
 from .configuration import CONFIG_NAME, VisualBertConfig, checkpoint_info, config_for_checkpoint
 from .conversion_contest import contest_conversion_table, convert_contest_state_dict, is_paddle_source, read_contest_source
 

@@ -1,7 +1,7 @@
 """Evaluation sharded over the data-parallel processes, gathered back in dataset order.
 
 Instead of rank 0 evaluating the whole split while N-1 devices wait, rank r runs the one prediction loop
-(:func:`visualbert.tasks.run_inference`) over the r-th contiguous block of the split (:func:`shard`); the
+(:func:`visualbert.engine.predict`) over the r-th contiguous block of the split (:func:`shard`); the
 per-rank outputs are then concatenated in rank order (:func:`gather_outputs`), which IS dataset order, so the
 metrics computed on the gathered arrays equal a single-process evaluation. Blocks differ in size by at most
 one example and nothing is padded or duplicated, so losses combine exactly (:func:`combine_mean`,

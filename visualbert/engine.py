@@ -1,8 +1,8 @@
-"""The one training engine used by every script (pretraining, VQA2, NLVR2, VCR).
+"""The one training engine used by every script (pretraining, VQA2, NLVR2, VCR): it trains and evaluates.
 
 * AdamW (weight decay on everything but biases and LayerNorm parameters), linear warmup (a proportion or a
   number of steps) and linear decay to 0 (``paddlenlp.transformers.LinearDecayWithWarmup``), global-norm
-  gradient clipping;
+  gradient clipping, all built by :func:`build_optimizer` (the one place to change the optimizer);
 * gradient accumulation: the loss of a micro-batch is divided by the size of its accumulation group, the
   optimizer and the LR schedule step once per group (the last group of an epoch may be shorter);
 * data parallelism: one global shuffled order per (seed, epoch) shared by all ranks; a global batch of
@@ -13,14 +13,15 @@
   (the one implementation): micro-batch losses are scaled for float16, ``GradScaler.step`` unscales the accumulated
   gradients before the optimizer's global-norm clipping and skips updates with inf/nan; under O2 the saved weights
   are the optimizer's fp32 master weights;
-* logging (JSON lines ``metrics.jsonl``), ``args.json``, evaluation every N steps or each epoch, best
-  checkpoint, checkpoints ``step_<N>/`` written atomically (temporary directory + rename), exact resume.
+* the prediction loop (:func:`predict`) that evaluation during training and the predict scripts share;
+* logging through :class:`RunLogger` (JSON lines ``metrics.jsonl``), evaluation every N steps or each epoch, best
+  checkpoint, checkpoints ``step_<N>/`` (:mod:`visualbert.checkpoints`), exact resume.
 
-Only rank 0 writes files.
+Only rank 0 writes files. Observers (tests, extra loggers) install :class:`TrainerCallback` objects.
 
 Output directory layout::
 
-    args.json            arguments, git commit, package versions
+    args.json            arguments, git commit, package versions (visualbert.rundir)
     metrics.jsonl        one JSON object per line: {"type": "train"|"eval", "step": ..., ...}
     step_<N>/            model (config.json, model_state.pdparams), optimizer.pdopt, scheduler.json,
                          rng.pkl, trainer_state.json (written last; a directory without it is incomplete)
@@ -28,167 +29,38 @@ Output directory layout::
     final/               model at the end of training
 """
 
+from __future__ import annotations
+
+import collections
 import contextlib
-import json
 import logging
 import math
 import os
-import pickle
-import random
-import shutil
-import subprocess
-import sys
 import time
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import paddle
 
 from . import accel
-from .atomic import atomic_path, replace_dir
-from .metrics import write_json_atomic
+from .checkpoints import load_checkpoint, resolve_resume, rotate_checkpoints, save_checkpoint, save_model_dir
+from .cli import UsageError
+from .config import TrainConfig
+from .data.collate import LABEL_KEYS, TENSOR_KEYS, Collator
+from .distributed import init_distributed, rank, world_size
+from .fileio import append_jsonl, to_json
+from .rundir import METRICS_FILE, prepare_output_dir, write_args_json
 
 logger = logging.getLogger("visualbert.engine")
 
-CHECKPOINT_PREFIX = "step_"
-TRAINER_STATE = "trainer_state.json"
-OPTIMIZER_FILE = "optimizer.pdopt"
-SCHEDULER_FILE = "scheduler.json"
-RNG_FILE = "rng.pkl"
-METRICS_FILE = "metrics.jsonl"
-ARGS_FILE = "args.json"
-
-# Test hooks (never set in normal use): hard-exit right after the checkpoint of this step was written,
-# or in the middle of writing it, to emulate a killed job.
-_KILL_AFTER_STEP_ENV = "VISUALBERT_TEST_KILL_AFTER_STEP"
-_KILL_DURING_SAVE_ENV = "VISUALBERT_TEST_KILL_DURING_SAVE"
-# Test hook: every rank writes its final weights to <dir>/rank<r>.pdparams.
-_DUMP_RANK_WEIGHTS_ENV = "VISUALBERT_TEST_DUMP_RANK_WEIGHTS"
-
-
-class UsageError(ValueError):
-    """A bad argument or input found before training; scripts print it and exit with status 2."""
-
-
-# ------------------------------------------------------------------------------------------ distributed env
-def world_size():
-    return int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
-
-
-def rank():
-    return int(os.environ.get("PADDLE_TRAINER_ID", "0"))
-
-
-def is_main_process():
-    return rank() == 0
-
-
-_PARALLEL_READY = False
-
-
-def init_distributed():
-    """Initialises the collective environment when launched with more than one process (no-op otherwise:
-    with world size 1 paddle's collectives raise "global group is not initialized")."""
-    global _PARALLEL_READY
-    if world_size() > 1 and not _PARALLEL_READY:
-        paddle.distributed.init_parallel_env()
-        _PARALLEL_READY = True
-    return world_size()
-
-
-def barrier():
-    if world_size() > 1 and _PARALLEL_READY:
-        paddle.distributed.barrier()
-
-
-def setup_logging():
-    level = logging.INFO if is_main_process() else logging.WARNING
-    logging.basicConfig(level=level, format=f"[%(asctime)s rank{rank()}] %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr, force=True)
-
-
-def set_seed(seed):
-    random.seed(seed)
-    np.random.seed(seed % (2 ** 32))
-    paddle.seed(seed)
-
-
-# ------------------------------------------------------------------------------------------ run metadata
-def git_commit(path=None):
-    path = path or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        out = subprocess.run(["git", "-C", path, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        commit = out.stdout.strip() or None
-        dirty = subprocess.run(["git", "-C", path, "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return commit, bool(dirty)
-    except Exception:
-        return None, None
-
-
-def package_versions():
-    from importlib import metadata
-
-    out = {"python": sys.version.split()[0]}
-    for name in ("paddlepaddle", "paddlepaddle-gpu", "paddlenlp", "numpy", "tqdm", "visualbert-paddle"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
-
-
-def write_args_json(output_dir, args, extra=None):
-    commit, dirty = git_commit()
-    payload = {
-        "args": {k: v for k, v in sorted(vars(args).items())},
-        "argv": sys.argv,
-        "git_commit": commit,
-        "git_dirty": dirty,
-        "packages": package_versions(),
-        "world_size": world_size(),
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
-    if extra:
-        payload.update(extra)
-    write_json_atomic(os.path.join(output_dir, ARGS_FILE), payload, sort_keys=False)
-
-
-class JsonlLogger:
-    """Appends one JSON object per line (rank 0 only; a no-op elsewhere)."""
-
-    def __init__(self, path, enabled=True):
-        self.path = path
-        self.enabled = enabled
-
-    def log(self, record):
-        if not self.enabled:
-            return
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, sort_keys=True, default=_json_default) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-
-
-def _json_default(obj):
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return str(obj)
-
-
-def read_jsonl(path):
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
 
 # ------------------------------------------------------------------------------------------ optimizer
-def no_decay(name):
+def no_decay(name: str) -> bool:
     """True for parameters without weight decay: biases and LayerNorm weights (BERT convention)."""
     return name.endswith("bias") or "LayerNorm" in name or ".norm" in name.lower()
 
 
-def trainable_named_parameters(model, freeze_pooler=False):
+def trainable_named_parameters(model: paddle.nn.Layer, freeze_pooler: bool = False) -> list:
     """(name, parameter) pairs to optimise. ``freeze_pooler`` leaves ``visual_bert.pooler`` out, as the original
     release did (its released checkpoints keep BERT's pooler)."""
     out = []
@@ -202,8 +74,9 @@ def trainable_named_parameters(model, freeze_pooler=False):
     return out
 
 
-def build_optimizer(model, total_steps, learning_rate, warmup=0.1, weight_decay=0.01, adam_epsilon=1e-6,
-                    adam_beta1=0.9, adam_beta2=0.999, max_grad_norm=1.0, freeze_pooler=False):
+def build_optimizer(model: paddle.nn.Layer, total_steps: int, learning_rate: float, warmup: float | int = 0.1,
+                    weight_decay: float = 0.01, adam_epsilon: float = 1e-6, adam_beta1: float = 0.9,
+                    adam_beta2: float = 0.999, max_grad_norm: float = 1.0, freeze_pooler: bool = False):
     """AdamW + ``LinearDecayWithWarmup`` + global-norm clipping.
 
     Args:
@@ -212,6 +85,9 @@ def build_optimizer(model, total_steps, learning_rate, warmup=0.1, weight_decay=
 
     Returns:
         tuple: (optimizer, scheduler, {param.name: structured name}).
+
+    The one place the optimizer is made: :class:`Trainer` calls it with the :class:`TrainConfig` values; another
+    optimizer (e.g. BertAdam) goes here, chosen by a config field.
     """
     from paddlenlp.transformers import LinearDecayWithWarmup
 
@@ -231,38 +107,6 @@ def build_optimizer(model, total_steps, learning_rate, warmup=0.1, weight_decay=
     return optimizer, scheduler, {p.name: n for n, p in named}
 
 
-def _optimizer_state_to_structured(state, name_map):
-    """Renames paddle's accumulator keys (``linear_3.w_0_moment1_0``) to structured parameter names, which do
-    not depend on how many layers the process created before."""
-    by_len = sorted(name_map, key=len, reverse=True)
-    out = {}
-    for key, value in state.items():
-        if key == "master_weights" and isinstance(value, dict):  # AMP O2: {param.name: fp32 master weight}
-            value = {"param::" + name_map[k] if k in name_map else k: v for k, v in value.items()}
-        else:
-            for pname in by_len:
-                if key.startswith(pname + "_"):
-                    key = "param::" + name_map[pname] + "::" + key[len(pname):]
-                    break
-        out[key] = value
-    return out
-
-
-def _optimizer_state_from_structured(state, name_map):
-    inverse = {v: k for k, v in name_map.items()}
-    out = {}
-    for key, value in state.items():
-        if key == "master_weights" and isinstance(value, dict):
-            value = {inverse.get(k[len("param::"):], k) if k.startswith("param::") else k: v for k, v in value.items()}
-        elif key.startswith("param::"):
-            _, structured, suffix = key.split("::", 2)
-            if structured not in inverse:
-                raise UsageError(f"optimizer state has an entry for parameter {structured!r}, which the model does not "
-                                 "train (was the run resumed with other model flags?)")
-            key = inverse[structured] + suffix
-        out[key] = value
-    return out
-
 
 # ------------------------------------------------------------------------------------------ sampling
 class ShardedShuffleBatchSampler:
@@ -278,7 +122,8 @@ class ShardedShuffleBatchSampler:
         world_size (int), rank (int).
     """
 
-    def __init__(self, num_examples, batch_size, shuffle=True, seed=0, world_size=1, rank=0):
+    def __init__(self, num_examples: int, batch_size: int, shuffle: bool = True, seed: int = 0, world_size: int = 1,
+                 rank: int = 0):
         self.num_examples = int(num_examples)
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
@@ -288,11 +133,11 @@ class ShardedShuffleBatchSampler:
         self.epoch = 0
         self.skip = 0
 
-    def set_epoch(self, epoch, skip_batches=0):
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
         self.epoch = int(epoch)
         self.skip = int(skip_batches)
 
-    def global_order(self):
+    def global_order(self) -> np.ndarray:
         if self.shuffle:
             order = np.random.default_rng([self.seed, self.epoch, 2024]).permutation(self.num_examples)
         else:
@@ -302,7 +147,7 @@ class ShardedShuffleBatchSampler:
             order = np.concatenate([order, order[:pad]])
         return order
 
-    def all_batches(self):
+    def all_batches(self) -> list[list[int]]:
         order = self.global_order()
         step = self.batch_size * self.world_size
         batches = []
@@ -334,7 +179,7 @@ class _EpochDataset(paddle.io.Dataset):
         return len(self.dataset)
 
 
-def make_loader(dataset, batch_sampler, collate_fn, num_workers=0):
+def make_loader(dataset, batch_sampler, collate_fn: Callable, num_workers: int = 0) -> paddle.io.DataLoader:
     """A DataLoader over ``dataset`` (``--num_workers``, default 0 = in the main process).
 
     A new loader is built per epoch (and :func:`eval_batches` per evaluation). Workers are not made persistent on
@@ -346,98 +191,137 @@ def make_loader(dataset, batch_sampler, collate_fn, num_workers=0):
                                 num_workers=num_workers, use_shared_memory=False)
 
 
-def eval_batches(dataset, collate_fn, batch_size, num_workers=0):
+def eval_batches(dataset, collate_fn: Callable, batch_size: int, num_workers: int = 0) -> paddle.io.DataLoader:
     """Sequential, unshuffled batches over the whole dataset (for evaluation and prediction on one process)."""
     sampler = paddle.io.BatchSampler(_EpochDataset(dataset), batch_size=batch_size, shuffle=False, drop_last=False)
     return paddle.io.DataLoader(_EpochDataset(dataset), batch_sampler=sampler, collate_fn=collate_fn,
                                 num_workers=num_workers, use_shared_memory=False)
 
 
-# ------------------------------------------------------------------------------------------ checkpoints
-def _fsync_dir(path):
-    try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
+def mask_regions(batch: dict) -> dict:
+    """Text-only baseline (``--text_only``): no token can attend to a region (``visual_attention_mask`` = 0)."""
+    batch = dict(batch)
+    batch["visual_attention_mask"] = paddle.zeros_like(batch["visual_attention_mask"])
+    return batch
 
 
-def _save_pretrained(model, directory, state_dict=None):
-    """``model.save_pretrained(directory)``; a given ``state_dict`` (the fp32 weights of an O2 model, see
-    :func:`visualbert.accel.fp32_state_dict`) replaces the weights it wrote."""
-    model.save_pretrained(directory)
-    if state_dict is not None:
-        from .modeling import WEIGHTS_NAME
-
-        with atomic_path(os.path.join(directory, WEIGHTS_NAME)) as tmp:
-            paddle.save(state_dict, tmp)
+def model_inputs(batch: Mapping[str, Any]) -> dict:
+    """The entries of a collated batch that are forward arguments of the model (the others are metadata)."""
+    return {k: v for k, v in batch.items() if k in TENSOR_KEYS}
 
 
-def save_model_dir(model, directory, extra_json=None, state_dict=None):
-    """Saves ``model`` (unwrapped) into ``directory`` atomically (``state_dict``: see :func:`_save_pretrained`)."""
-    parent = os.path.dirname(os.path.abspath(directory))
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".tmp-{os.path.basename(directory)}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    _save_pretrained(model, tmp, state_dict)
-    if extra_json:
-        for name, payload in extra_json.items():
-            write_json_atomic(os.path.join(tmp, name), payload)
-    _fsync_dir(tmp)
-    replace_dir(tmp, directory)
+def _numpy(value):
+    # Tensor.numpy() of a bf16 tensor returns its uint16 bit patterns (paddle 3.3.1): cast inside Paddle first.
+    return value if isinstance(value, np.ndarray) else accel.to_float32_numpy(value)
 
 
-def is_complete_checkpoint(path):
-    return os.path.isfile(os.path.join(path, TRAINER_STATE))
+# ------------------------------------------------------------------------------------------ prediction
+def predict(model, dataset, batch_size: int, collate_fn: Callable | None = None, text_only: bool = False,
+            num_workers: int = 0, outputs: Sequence[str] = ("logits",),
+            on_batch: Callable[[dict, Any], None] | None = None, collect_meta: bool = True):
+    """Runs the model over ``dataset`` in order: the one evaluation / prediction loop.
+
+    ``model`` is a dygraph model or a :class:`visualbert.build.ExportedModel` (an exported model behind the same
+    call: tensors of the batch in, numpy ``logits`` out, no loss).
+
+    Args:
+        outputs (tuple[str]): model outputs kept (concatenated over batches).
+        on_batch (callable, optional): ``on_batch(batch, out)`` after each forward, for reductions that must not
+            keep whole outputs (e.g. the pretraining MLM logits).
+        collect_meta (bool): keep the labels and metadata of every example.
+
+    Returns:
+        tuple: (dict output name → numpy array concatenated over batches, dict metadata key → list (labels: numpy
+        array), mean loss over examples or None)
+    """
+    collate_fn = collate_fn or Collator()
+    model.eval()
+    results = collections.defaultdict(list)
+    meta = collections.defaultdict(list)
+    losses, weights = [], []
+    with paddle.no_grad():
+        for batch in eval_batches(dataset, collate_fn, batch_size, num_workers):
+            if text_only:
+                batch = mask_regions(batch)
+            out = model(**model_inputs(batch))
+            for name in outputs:
+                results[name].append(_numpy(out[name]))
+            if on_batch is not None:
+                on_batch(batch, out)
+            if "loss" in out and out["loss"] is not None:
+                losses.append(float(out["loss"]))
+                weights.append(batch["input_ids"].shape[0])
+            if not collect_meta:
+                continue
+            for key, value in batch.items():
+                if key in LABEL_KEYS:
+                    meta[key].append(value.numpy())
+                elif key not in TENSOR_KEYS:
+                    meta[key].extend(value)
+    arrays = {k: np.concatenate(v) for k, v in results.items()}
+    for key in LABEL_KEYS:
+        if key in meta:
+            try:
+                meta[key] = np.concatenate(meta[key])
+            except ValueError:  # MLM labels of varying width
+                pass
+    loss = float(np.average(losses, weights=weights)) if losses else None
+    return arrays, dict(meta), loss
 
 
-def list_checkpoints(output_dir):
-    """[(step, path)] of complete ``step_<N>`` directories, by step."""
-    out = []
-    if not os.path.isdir(output_dir):
-        return out
-    for name in os.listdir(output_dir):
-        if name.startswith(CHECKPOINT_PREFIX) and name[len(CHECKPOINT_PREFIX):].isdigit():
-            path = os.path.join(output_dir, name)
-            if is_complete_checkpoint(path):
-                out.append((int(name[len(CHECKPOINT_PREFIX):]), path))
-    return sorted(out)
+def evaluate(model, task, dataset, batch_size: int, collate_fn: Callable | None = None, text_only: bool = False,
+             num_workers: int = 0) -> dict:
+    """The task's metrics of ``model`` on ``dataset``: :func:`predict`, then ``task.score`` (a pure function of the
+    outputs and the examples).
+
+    A task with ``batch_statistics(batch, out) -> dict of numbers`` (pretraining: its MLM logits are too large to
+    keep) has them summed over batches and passed to ``score`` as ``meta["statistics"]``.
+    """
+    streaming = hasattr(task, "batch_statistics")
+    totals = collections.Counter()
+    on_batch = (lambda batch, out: totals.update(task.batch_statistics(batch, out))) if streaming else None
+    arrays, meta, loss = predict(model, dataset, batch_size, collate_fn, text_only, num_workers,
+                                 outputs=() if streaming else task.outputs, on_batch=on_batch,
+                                 collect_meta=not streaming)
+    if streaming:
+        meta["statistics"] = totals
+    return task.score(dataset, arrays, meta, loss)
 
 
-def latest_checkpoint(output_dir):
-    found = list_checkpoints(output_dir)
-    return found[-1][1] if found else None
+# ------------------------------------------------------------------------------------------ observers
+class TrainerCallback:
+    """Observer of a training run; every method is a no-op here. Install with ``Trainer(..., callbacks=[...])``
+    (or the scripts' ``main(argv, callbacks=[...])``)."""
+
+    def on_log(self, trainer: "Trainer", record: dict) -> None:
+        """A record was logged (``record["type"]`` is "train" or "eval"; rank 0)."""
+
+    def on_save_partial(self, trainer: "Trainer", step: int, tmp_dir: str) -> None:
+        """The model and optimizer of checkpoint ``step`` are written into ``tmp_dir``, the rest is not."""
+
+    def on_save(self, trainer: "Trainer", step: int, path: str) -> None:
+        """Checkpoint ``step`` is complete at ``path`` (rank 0)."""
+
+    def on_train_end(self, trainer: "Trainer") -> None:
+        """Training finished (every rank)."""
 
 
-def resolve_resume(resume_from, output_dir):
-    """``latest`` → the newest complete checkpoint of ``output_dir`` (None if there is none yet); a path must be a
-    complete checkpoint."""
-    if not resume_from:
-        return None
-    if resume_from == "latest":
-        return latest_checkpoint(output_dir)
-    if not os.path.isdir(resume_from):
-        raise UsageError(f"--resume_from {resume_from!r} does not exist")
-    if not is_complete_checkpoint(resume_from):
-        found = latest_checkpoint(resume_from)
-        if found is None:
-            raise UsageError(f"--resume_from {resume_from!r} is not a complete checkpoint (no {TRAINER_STATE}) and "
-                             "holds no step_<N> checkpoint")
-        return found
-    return resume_from
+class RunLogger:
+    """Where every training and evaluation record goes: ``metrics.jsonl`` (rank 0) and the callbacks."""
 
+    def __init__(self, path: str, enabled: bool = True, callbacks: Iterable[TrainerCallback] = ()):
+        self.path = path
+        self.enabled = enabled
+        self.callbacks = tuple(callbacks)
 
-def _rng_state():
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "paddle": paddle.get_rng_state()}
-
-
-def _set_rng_state(state):
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    paddle.set_rng_state(state["paddle"])
+    def log(self, trainer: "Trainer", record: dict) -> None:
+        if not self.enabled:
+            return
+        append_jsonl(self.path, record)
+        if record.get("type") == "eval":
+            logger.info("eval at step %d: %s", record["step"], to_json(record, sort_keys=True))
+        for callback in self.callbacks:
+            callback.on_log(trainer, record)
 
 
 # ------------------------------------------------------------------------------------------ trainer
@@ -445,96 +329,87 @@ class Trainer:
     """Runs training (and periodic evaluation) for one model and dataset.
 
     Args:
-        args (argparse.Namespace): the common arguments of :mod:`visualbert.cli`.
-        model (paddle.nn.Layer): an unwrapped VisualBERT model; ``model(**batch)`` returns ``loss``.
+        config (TrainConfig): the run's settings (read only).
+        model (paddle.nn.Layer): an unwrapped VisualBERT model; ``model(**inputs)`` returns ``loss``.
         train_dataset: indexable dataset of numpy dicts.
-        collate_fn (callable): samples → batch dict of tensors (keys = forward argument names + metadata).
+        collate_fn (callable): samples → batch dict (forward arguments of :data:`TENSOR_KEYS` + metadata).
         evaluate_fn (callable, optional): ``evaluate_fn(model) -> dict of floats``, run on rank 0 only.
-        batch_transform (callable, optional): applied to every training batch (e.g. masking the regions).
-        model_kwargs (tuple[str]): batch keys passed to the model (others are metadata).
+        callbacks (iterable of TrainerCallback): observers of the run.
     """
 
-    def __init__(self, args, model, train_dataset, collate_fn, evaluate_fn=None, batch_transform=None,
-                 model_kwargs=None):
-        self.args = args
+    def __init__(self, config: TrainConfig, model: paddle.nn.Layer, train_dataset, collate_fn: Callable,
+                 evaluate_fn: Callable[[paddle.nn.Layer], dict] | None = None,
+                 callbacks: Iterable[TrainerCallback] = ()):
+        self.config = config
         self.model = model
         self.train_dataset = train_dataset
         self.collate_fn = collate_fn
         self.evaluate_fn = evaluate_fn
-        self.batch_transform = batch_transform
-        self.model_kwargs = set(model_kwargs) if model_kwargs else None
+        self.callbacks = tuple(callbacks)
         self.world_size = world_size()
         self.rank = rank()
         self.is_main = self.rank == 0
-        self.output_dir = args.output_dir
+        self.output_dir = config.output_dir
         n = len(train_dataset)
-        if args.batch_size * self.world_size > n:
-            raise UsageError(f"--batch_size {args.batch_size} × {self.world_size} process(es) is larger than the "
+        if config.batch_size * self.world_size > n:
+            raise UsageError(f"--batch_size {config.batch_size} × {self.world_size} process(es) is larger than the "
                              f"training set ({n} examples)")
-        self.sampler = ShardedShuffleBatchSampler(n, args.batch_size, shuffle=True, seed=args.seed,
+        self.sampler = ShardedShuffleBatchSampler(n, config.batch_size, shuffle=True, seed=config.seed,
                                                   world_size=self.world_size, rank=self.rank)
         self.batches_per_epoch = len(self.sampler)
-        accum = args.gradient_accumulation_steps
-        self.updates_per_epoch = math.ceil(self.batches_per_epoch / accum)
-        if args.max_steps and args.max_steps > 0:
-            self.total_steps = args.max_steps
+        self.updates_per_epoch = math.ceil(self.batches_per_epoch / config.gradient_accumulation_steps)
+        if config.max_steps > 0:
+            self.total_steps = config.max_steps
         else:
-            self.total_steps = self.updates_per_epoch * args.num_train_epochs
+            self.total_steps = self.updates_per_epoch * config.num_train_epochs
         self.num_epochs = math.ceil(self.total_steps / self.updates_per_epoch)
         # Precision and attention kernels: visualbert.accel (AMP off with a warning on CPU; fused attention
         # "auto" = on a GPU only).
-        self.amp = accel.AmpConfig.from_args(args)
-        self.fused_attention = accel.resolve_fused_attention(getattr(args, "fused_attention", "auto"))
+        self.amp = accel.AmpConfig.from_args(config)
+        self.fused_attention = accel.resolve_fused_attention(config.fused_attention)
         accel.set_fused_attention(model, self.fused_attention)
         self.optimizer, self.scheduler, self.param_names = build_optimizer(
-            model, self.total_steps, args.learning_rate, warmup=args.warmup, weight_decay=args.weight_decay,
-            adam_epsilon=args.adam_epsilon, adam_beta1=args.adam_beta1, adam_beta2=args.adam_beta2,
-            max_grad_norm=args.max_grad_norm, freeze_pooler=getattr(args, "freeze_pooler", False))
+            model, self.total_steps, config.learning_rate, warmup=config.warmup, weight_decay=config.weight_decay,
+            adam_epsilon=config.adam_epsilon, adam_beta1=config.adam_beta1, adam_beta2=config.adam_beta2,
+            max_grad_norm=config.max_grad_norm, freeze_pooler=config.freeze_pooler)
         self.model, self.optimizer = accel.prepare(model, self.optimizer, self.amp)  # O2: low-precision weights
-        model = self.model
         self.scaler = accel.grad_scaler(self.amp)  # float16 only
         if self.amp.enabled:
             logger.info("AMP %s %s%s", self.amp.level, self.amp.dtype,
                         f", initial loss scale {self.amp.init_loss_scaling:g}" if self.scaler is not None else "")
         self.state = {"global_step": 0, "epoch": 0, "batch_in_epoch": 0, "best_metric": None, "best_step": None,
-                      "metric_for_best": args.metric_for_best, "greater_is_better": args.greater_is_better}
-        self.log = JsonlLogger(os.path.join(self.output_dir, METRICS_FILE), enabled=self.is_main)
-        self.wrapped = model
+                      "metric_for_best": config.metric_for_best, "greater_is_better": config.greater_is_better}
+        self.log = RunLogger(os.path.join(self.output_dir, METRICS_FILE), enabled=self.is_main,
+                             callbacks=self.callbacks)
+        self.wrapped = self.model
         if self.world_size > 1:
             init_distributed()
-            self.wrapped = paddle.DataParallel(model, find_unused_parameters=True)
+            self.wrapped = paddle.DataParallel(self.model, find_unused_parameters=True)
 
     # ------------------------------------------------------------------ state
-    def group_size(self, batch_index):
+    def group_size(self, batch_index: int) -> int:
         """Number of micro-batches in the accumulation group of ``batch_index`` (the epoch's last may be short)."""
-        accum = self.args.gradient_accumulation_steps
+        accum = self.config.gradient_accumulation_steps
         start = (batch_index // accum) * accum
         return min(accum, self.batches_per_epoch - start)
 
-    def save_checkpoint(self):
-        """Writes ``step_<N>/`` atomically (rank 0)."""
+    def save_checkpoint(self) -> str | None:
+        """Writes ``step_<N>/`` atomically (rank 0) and rotates old ones (``--save_total_limit``)."""
         if not self.is_main:
             return None
         step = self.state["global_step"]
-        final = os.path.join(self.output_dir, f"{CHECKPOINT_PREFIX}{step}")
-        tmp = os.path.join(self.output_dir, f".tmp-{CHECKPOINT_PREFIX}{step}-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        _save_pretrained(self.model, tmp, self._fp32_weights())
-        paddle.save(_optimizer_state_to_structured(self.optimizer.state_dict(), self.param_names),
-                    os.path.join(tmp, OPTIMIZER_FILE))
-        if os.environ.get(_KILL_DURING_SAVE_ENV) == str(step):
-            os._exit(17)  # emulate a kill while the checkpoint is half written
-        write_json_atomic(os.path.join(tmp, SCHEDULER_FILE), self.scheduler.state_dict())
-        with open(os.path.join(tmp, RNG_FILE), "wb") as f:
-            pickle.dump(_rng_state(), f)
-        if self.scaler is not None:
-            paddle.save(self.scaler.state_dict(), os.path.join(tmp, "scaler.pdparams"))
-        write_json_atomic(os.path.join(tmp, TRAINER_STATE), dict(self.state))  # last file: marks completeness
-        _fsync_dir(tmp)
-        replace_dir(tmp, final)
-        self._rotate_checkpoints()
-        logger.info("saved checkpoint %s", final)
-        return final
+
+        def partial(tmp_dir):
+            for callback in self.callbacks:
+                callback.on_save_partial(self, step, tmp_dir)
+
+        path = save_checkpoint(self.output_dir, self.state, self.model, self.optimizer, self.scheduler, self.scaler,
+                               self.param_names, self._fp32_weights(), on_partial=partial)
+        rotate_checkpoints(self.output_dir, self.config.save_total_limit)
+        logger.info("saved checkpoint %s", path)
+        for callback in self.callbacks:
+            callback.on_save(self, step, path)
+        return path
 
     def _fp32_weights(self):
         """The weights to save under AMP O2 (fp32 master weights), None otherwise (``save_pretrained`` as is)."""
@@ -542,33 +417,9 @@ class Trainer:
             return None
         return accel.fp32_state_dict(self.model, self.optimizer)
 
-    def _rotate_checkpoints(self):
-        limit = getattr(self.args, "save_total_limit", 0) or 0
-        if limit <= 0:
-            return
-        found = list_checkpoints(self.output_dir)
-        for _, path in found[:-limit]:
-            shutil.rmtree(path, ignore_errors=True)
-
-    def load_checkpoint(self, path):
+    def load_checkpoint(self, path: str) -> None:
         """Restores model, optimizer, scheduler, RNG and counters from ``step_<N>/``."""
-        with open(os.path.join(path, TRAINER_STATE)) as f:
-            state = json.load(f)
-        weights = accel.match_dtypes(paddle.load(os.path.join(path, "model_state.pdparams")), self.model)
-        info = self.model.load_weights(weights, source=path)
-        if info["missing_keys"] or info["unexpected_keys"]:
-            raise UsageError(f"checkpoint {path} does not fit the model: missing {info['missing_keys'][:5]}, "
-                             f"unexpected {info['unexpected_keys'][:5]}")
-        opt_state = paddle.load(os.path.join(path, OPTIMIZER_FILE))
-        self.optimizer.set_state_dict(_optimizer_state_from_structured(opt_state, self.param_names))
-        with open(os.path.join(path, SCHEDULER_FILE)) as f:
-            self.scheduler.set_state_dict(json.load(f))
-        # set_state_dict of the optimizer may carry its own LR_Scheduler entry; the scheduler file wins.
-        with open(os.path.join(path, RNG_FILE), "rb") as f:
-            _set_rng_state(pickle.load(f))
-        scaler_path = os.path.join(path, "scaler.pdparams")
-        if self.scaler is not None and os.path.isfile(scaler_path):
-            self.scaler.load_state_dict(paddle.load(scaler_path))
+        state = load_checkpoint(path, self.model, self.optimizer, self.scheduler, self.scaler, self.param_names)
         if state.get("total_steps") not in (None, self.total_steps):
             raise UsageError(f"checkpoint {path} was written by a run of {state['total_steps']} steps; this run has "
                              f"{self.total_steps} (keep --num_train_epochs/--max_steps/--batch_size/"
@@ -578,13 +429,14 @@ class Trainer:
                     state["batch_in_epoch"])
 
     # ------------------------------------------------------------------ evaluation
-    def _is_better(self, value):
+    def _is_better(self, value: float) -> bool:
         best = self.state["best_metric"]
         if best is None:
             return True
-        return value > best if self.args.greater_is_better else value < best
+        return value > best if self.config.greater_is_better else value < best
 
-    def evaluate(self):
+    def evaluate(self) -> dict | None:
+        """Runs ``evaluate_fn`` (rank 0), logs it and saves ``best/`` when the metric improved."""
         if self.evaluate_fn is None or not self.is_main:
             return None
         self.model.eval()
@@ -592,11 +444,8 @@ class Trainer:
             metrics = self.evaluate_fn(self.model)
         self.model.train()
         step = self.state["global_step"]
-        record = {"type": "eval", "step": step, "epoch": self.state["epoch"]}
-        record.update(metrics)
-        self.log.log(record)
-        logger.info("eval at step %d: %s", step, json.dumps(metrics, sort_keys=True, default=_json_default))
-        key = self.args.metric_for_best
+        self.log.log(self, dict({"type": "eval", "step": step, "epoch": self.state["epoch"]}, **metrics))
+        key = self.config.metric_for_best
         if key and key in metrics and metrics[key] is not None and self._is_better(metrics[key]):
             self.state["best_metric"] = float(metrics[key])
             self.state["best_step"] = step
@@ -606,23 +455,21 @@ class Trainer:
         return metrics
 
     # ------------------------------------------------------------------ training
-    def _forward(self, batch):
-        kwargs = batch if self.model_kwargs is None else {k: v for k, v in batch.items() if k in self.model_kwargs}
+    def _forward(self, batch: dict):
         with accel.autocast(self.amp):
-            return self.wrapped(**kwargs)["loss"]
+            return self.wrapped(**model_inputs(batch))["loss"]
 
-    def train(self):
+    def train(self) -> dict:
         """Trains to ``total_steps`` (resuming if asked) and returns the final trainer state."""
-        args = self.args
-        resume = resolve_resume(getattr(args, "resume_from", None), self.output_dir)
+        config = self.config
+        resume = resolve_resume(config.resume_from, self.output_dir)
         if resume:
             self.load_checkpoint(resume)
         self.state["total_steps"] = self.total_steps
         self.model.train()
-        accum = args.gradient_accumulation_steps
-        eval_steps = getattr(args, "eval_steps", 0) or 0
+        accum = config.gradient_accumulation_steps
         progress = None
-        if self.is_main and not getattr(args, "disable_tqdm", False):
+        if self.is_main and not config.disable_tqdm:
             from tqdm import tqdm
 
             progress = tqdm(total=self.total_steps, initial=self.state["global_step"], desc="train", dynamic_ncols=True)
@@ -634,11 +481,11 @@ class Trainer:
                 self.train_dataset.set_epoch(epoch)
             start_batch = self.state["batch_in_epoch"]
             self.sampler.set_epoch(epoch, skip_batches=start_batch)
-            loader = make_loader(self.train_dataset, self.sampler, self.collate_fn, getattr(args, "num_workers", 0))
+            loader = make_loader(self.train_dataset, self.sampler, self.collate_fn, config.num_workers)
             batch_index = start_batch
             for batch in loader:
-                if self.batch_transform is not None:
-                    batch = self.batch_transform(batch)
+                if config.text_only:
+                    batch = mask_regions(batch)
                 group = self.group_size(batch_index)
                 last_of_group = (batch_index % accum == accum - 1) or (batch_index == self.batches_per_epoch - 1)
                 sync = contextlib.nullcontext()
@@ -666,21 +513,20 @@ class Trainer:
                 if progress is not None:
                     progress.update(1)
                     progress.set_postfix(loss=f"{float(loss):.4f}", lr=f"{lr:.2e}")
-                if step % args.logging_steps == 0 or step == self.total_steps:
+                if step % config.logging_steps == 0 or step == self.total_steps:
                     elapsed = time.time() - window_start
-                    self.log.log({"type": "train", "step": step, "epoch": epoch, "loss": window_loss / window_batches,
-                                  "learning_rate": lr, "batches_per_s": window_batches / max(elapsed, 1e-9)})
+                    self.log.log(self, {"type": "train", "step": step, "epoch": epoch,
+                                        "loss": window_loss / window_batches, "learning_rate": lr,
+                                        "batches_per_s": window_batches / max(elapsed, 1e-9)})
                     window_loss, window_batches, window_start = 0.0, 0, time.time()
                 end_of_epoch = self.state["batch_in_epoch"] == 0
                 finished = step >= self.total_steps
-                if (step % eval_steps == 0) if eval_steps > 0 else (end_of_epoch or finished):
+                if (step % config.eval_steps == 0) if config.eval_steps > 0 else (end_of_epoch or finished):
                     self.evaluate()
                 elif finished:
                     self.evaluate()
-                if step % args.save_steps == 0 or finished:
+                if step % config.save_steps == 0 or finished:
                     self.save_checkpoint()
-                    if os.environ.get(_KILL_AFTER_STEP_ENV) == str(step):
-                        os._exit(0)
                 if finished:
                     done = True
                     break
@@ -689,8 +535,32 @@ class Trainer:
         if self.is_main:
             save_model_dir(self.model, os.path.join(self.output_dir, "final"), {"trainer_state.json": dict(self.state)},
                            state_dict=self._fp32_weights())
-        dump = os.environ.get(_DUMP_RANK_WEIGHTS_ENV)
-        if dump:
-            os.makedirs(dump, exist_ok=True)
-            paddle.save(self.model.state_dict(), os.path.join(dump, f"rank{self.rank}.pdparams"))
+        for callback in self.callbacks:
+            callback.on_train_end(self)
         return dict(self.state)
+
+
+def fit(config: TrainConfig, model: paddle.nn.Layer, train_dataset, eval_dataset, task, collate_fn: Callable,
+        metadata: Mapping[str, Any] | None = None, callbacks: Iterable[TrainerCallback] = ()) -> dict:
+    """Trains ``model`` on ``train_dataset``, evaluating ``task``'s metrics on ``eval_dataset`` (None: no
+    evaluation): the :class:`Trainer`, the output directory and its ``args.json``, then :meth:`Trainer.train`.
+
+    Returns:
+        dict: the final trainer state.
+    """
+    evaluate_fn = None
+    if eval_dataset is not None:
+        def evaluate_fn(m):
+            return evaluate(m, task, eval_dataset, config.eval_batch_size, collate_fn, config.text_only,
+                            config.num_workers)
+    trainer = Trainer(config, model, train_dataset, collate_fn, evaluate_fn=evaluate_fn, callbacks=callbacks)
+    prepare_output_dir(config.output_dir, config.resume_from, config.overwrite_output_dir)
+    if trainer.is_main:
+        extra = {"num_train_examples": len(train_dataset), "num_eval_examples": len(eval_dataset) if eval_dataset else 0,
+                 "total_steps": trainer.total_steps, "visual_embedding_dim": model.config.visual_embedding_dim,
+                 "model_class": type(model).__name__, "config": model.config.to_dict()}
+        extra.update(metadata or {})
+        write_args_json(config.output_dir, config.arguments, extra)
+    logger.info("training %s on %d examples for %d steps (%d per epoch) -> %s", type(model).__name__,
+                len(train_dataset), trainer.total_steps, trainer.updates_per_epoch, os.path.abspath(config.output_dir))
+    return trainer.train()

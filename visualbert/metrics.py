@@ -7,19 +7,17 @@
   "Fixed processing answers bug"), including its answer normalisation and its quirks.
 * :func:`nlvr2_metrics` and the predictions-CSV helpers - as lil-lab/nlvr ``nlvr2/eval/metrics.py``.
 * :func:`vcr_metrics` - Q->A, QA->R and Q->AR accuracy.
-* :func:`write_json_atomic` - for ``metrics.json`` files.
 
 Accuracies are fractions in [0, 1] except the official VQA numbers, which are percentages as
 ``vqaEval.py`` reports them.
 """
 
-import json
-import os
 import re
-import tempfile
 from collections import OrderedDict
 
 import numpy as np
+
+from .fileio import write_jsonl, write_text
 
 __all__ = [
     "VQA_UNK_INDEX",
@@ -36,7 +34,6 @@ __all__ = [
     "write_nlvr2_predictions",
     "read_nlvr2_predictions",
     "vcr_metrics",
-    "write_json_atomic",
 ]
 
 # Index of ``<unk>`` in ``answers_vqa.txt``.
@@ -68,58 +65,6 @@ def _predicted_indices(logits_or_preds, name, mask_index=None):
                 raise ValueError(f"{name}: 1-D input must hold integer class indices, got dtype {arr.dtype}")
         return arr.astype(np.int64)
     raise ValueError(f"{name}: expected scores [N, C] or indices [N], got shape {arr.shape}")
-
-
-def _atomic_write_text(path, text):
-    """Writes ``text`` to ``path`` through a temporary file in the same directory and ``os.replace``."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def write_text_atomic(path, text):
-    """Writes ``text`` (str, UTF-8) to ``path`` atomically: temporary file in the same directory, fsync,
-    ``os.replace``. Readers see the old content or the new one, never a partial file; parent directories are
-    created; on error the temporary file is removed and ``path`` is untouched."""
-    _atomic_write_text(path, text)
-
-
-def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
-
-
-def write_json_atomic(path, obj, indent=2, sort_keys=False):
-    """Writes ``obj`` as JSON atomically (temporary file + ``os.replace``), e.g. a ``metrics.json``.
-
-    Readers never see a half-written file: either the old content or the new one. Parent
-    directories are created. numpy scalars and arrays are converted to python numbers / lists.
-
-    Args:
-        path (str | os.PathLike): destination file.
-        obj (Any): a JSON-serialisable object (numpy scalars / arrays allowed).
-        indent (int | None): ``json.dumps`` indentation.
-        sort_keys (bool): sort dictionary keys.
-
-    Raises:
-        TypeError: ``obj`` holds something that cannot be serialised (nothing is written then).
-    """
-    text = json.dumps(obj, indent=indent, sort_keys=sort_keys, default=_json_default, allow_nan=True)
-    _atomic_write_text(path, text + "\n")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -574,7 +519,7 @@ def write_nlvr2_predictions(path, predictions):
         if not isinstance(ident, str) or not ident or ident != ident.strip() or any(c in ident for c in ",\r\n"):
             raise ValueError(f"invalid NLVR2 identifier for the predictions CSV: {ident!r}")
         lines.append(f"{ident},{'True' if _to_bool(value, f'prediction for {ident}') else 'False'}\n")
-    _atomic_write_text(path, "".join(lines))
+    write_text(path, "".join(lines))
 
 
 def read_nlvr2_predictions(path):
@@ -852,7 +797,7 @@ def grounding_prediction_records(scores, targets, region_boxes, phrases, image_i
 
 def write_grounding_predictions(path, rows):
     """Writes prediction rows (:func:`grounding_prediction_records`) as JSON lines, atomically."""
-    _atomic_write_text(path, "".join(json.dumps(r, sort_keys=True, default=_json_default) + "\n" for r in rows))
+    write_jsonl(path, rows)
 
 
 def largest_box_scores(region_boxes, num_phrases):

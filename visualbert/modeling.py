@@ -21,7 +21,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from .accel import sdpa_attention_mask
-from .atomic import atomic_path
+from .fileio import atomic_path
 from .configuration import VisualBertConfig
 from .constants import ALIGNMENT_PAD, IGNORE_INDEX
 
@@ -66,17 +66,19 @@ def _dims(x):
     return [d if isinstance(d, int) and d >= 0 else runtime[i] for i, d in enumerate(shape)]
 
 
-def _cpu_kernels():
-    """True when running on CPU: the addmm / expanded-mask paths are used only there (on GPU ``F.linear`` has
-    a fused bias epilogue and is on the AMP white list, which ``addmm`` is not)."""
+def on_cpu():
+    """True when paddle's current device is the CPU. Read once per model, when it is built
+    (:meth:`VisualBertPreTrainedModel.post_init`): the addmm / expanded-mask paths are used only there (on GPU
+    ``F.linear`` has a fused bias epilogue and is on the AMP white list, which ``addmm`` is not)."""
     return paddle.device.get_device() == "cpu"
 
 
-def _linear(x, weight, bias):
-    """``x @ weight + bias`` over the last axis of an N-D ``x`` with the bias fused into the GEMM."""
+def _linear(x, weight, bias, cpu_kernels):
+    """``x @ weight + bias`` over the last axis of an N-D ``x``; with ``cpu_kernels`` the bias is fused into the
+    GEMM (``addmm``), otherwise ``F.linear`` (the portable path, used on GPU)."""
     # addmm's backward crashes (segfault, paddle 3.3.1) when its bias input has stop_gradient=True, e.g. a
     # frozen pooler: such layers take F.linear whenever a backward pass may follow.
-    if not _cpu_kernels() or (bias is not None and bias.stop_gradient and paddle.is_grad_enabled()):
+    if not cpu_kernels or (bias is not None and bias.stop_gradient and paddle.is_grad_enabled()):
         return F.linear(x, weight, bias)
     lead = _dims(x)[:-1]
     x2 = x.reshape([-1, x.shape[-1]])
@@ -85,7 +87,8 @@ def _linear(x, weight, bias):
 
 
 def _apply_linear(layer, x):
-    return _linear(x, layer.weight, layer.bias)
+    """``layer(x)`` for an ``nn.Linear``, on the kernels chosen for its model (attribute ``cpu_kernels``)."""
+    return _linear(x, layer.weight, layer.bias, layer.cpu_kernels)
 
 
 def _dropout(layer, x):
@@ -96,19 +99,18 @@ def _dropout(layer, x):
 
 
 class ModelOutput(OrderedDict):
-    """Dict of outputs that also allows attribute access (``out.logits``); ``None`` entries are dropped."""
+    """Dict of outputs that also allows attribute access (``out.logits``); ``None`` entries are dropped, so
+    ``"loss" in out`` tells whether a loss was computed. An output that is not there (a misspelt name, or the
+    ``loss`` of a call without labels) raises ``AttributeError``; ``out.get(name)`` returns None instead."""
 
-    def __init__(self, **kwargs):
-        super().__init__((k, v) for k, v in kwargs.items() if v is not None)
+    def __init__(self, **outputs):
+        super().__init__((k, v) for k, v in outputs.items() if v is not None)
 
     def __getattr__(self, name):
         try:
             return self[name]
         except KeyError:
-            return None
-
-    def to_tuple(self):
-        return tuple(self.values())
+            raise AttributeError(f"ModelOutput has no {name!r} (outputs: {', '.join(self) or 'none'})") from None
 
 
 def _static_dim(tensor, axis):
@@ -246,7 +248,7 @@ class VisualBertSelfAttention(nn.Layer):
             query_weight, query_bias = query_weight * query_scale, query_bias * query_scale
         weight = paddle.concat([query_weight, self.key.weight, self.value.weight], axis=1)
         bias = paddle.concat([query_bias, self.key.bias, self.value.bias], axis=0)
-        qkv = _linear(hidden_states, weight, bias)
+        qkv = _linear(hidden_states, weight, bias, self.cpu_kernels)
         return qkv.reshape([batch, length, 3, self.num_attention_heads, self.attention_head_size])
 
     def forward(self, hidden_states, attention_mask=None, output_attentions=False):
@@ -382,6 +384,18 @@ class VisualBertPreTrainedModel(nn.Layer):
         self.config = config
 
     # ---------------------------------------------------------------- initialisation
+    def post_init(self):
+        """What every model class does once, at the end of its constructor: :meth:`init_weights`, then the choice
+        of kernels for the current device (:meth:`set_cpu_kernels`)."""
+        self.init_weights()
+        self.set_cpu_kernels(on_cpu())
+
+    def set_cpu_kernels(self, enabled):
+        """Selects the CPU fast paths (bias fused into the GEMM with ``addmm``, the attention mask expanded once per
+        forward) or the portable path (``F.linear``, broadcast mask: what a GPU runs) for every layer."""
+        for layer in self.sublayers(include_self=True):
+            layer.cpu_kernels = bool(enabled)
+
     def init_weights(self):
         """BERT initialisation: normal(0, initializer_range) for Linear and Embedding weights, zero biases,
         LayerNorm (1, 0); then, if ``special_visual_initialize``, the visual tables copy the text ones."""
@@ -505,7 +519,8 @@ class VisualBertPreTrainedModel(nn.Layer):
 class VisualBertModel(VisualBertPreTrainedModel):
     """The VisualBERT backbone: embeddings, encoder and pooler."""
 
-    def __init__(self, config, add_pooling_layer=True):
+    def __init__(self, config, add_pooling_layer=True, initialize=True):
+        """``initialize=False``: the backbone of a head, which initialises the whole model once (:meth:`post_init`)."""
         super().__init__(config)
         self.embeddings = VisualBertEmbeddings(config)
         self.encoder = VisualBertEncoder(config)
@@ -513,7 +528,8 @@ class VisualBertModel(VisualBertPreTrainedModel):
         self.bypass_transformer = config.bypass_transformer
         if self.bypass_transformer:
             self.additional_layer = VisualBertLayer(config)
-        self.init_weights()
+        if initialize:
+            self.post_init()
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, visual_embeds=None,
                 visual_attention_mask=None, visual_token_type_ids=None, image_text_alignment=None,
@@ -557,7 +573,8 @@ class VisualBertModel(VisualBertPreTrainedModel):
                 all_attentions.append(probs)
         else:
             sequence_output, all_hidden, all_attentions = self.encoder(
-                embedding_output, self.expand_attention_mask(mask, embedding_output, self.config.num_attention_heads),
+                embedding_output, self.expand_attention_mask(mask, embedding_output, self.config.num_attention_heads,
+                                                           self.cpu_kernels),
                 output_attentions, output_hidden_states)
 
         pooled_output = self.pooler(sequence_output) if self.pooler is not None else None
@@ -569,11 +586,11 @@ class VisualBertModel(VisualBertPreTrainedModel):
         )
 
     @staticmethod
-    def expand_attention_mask(mask, hidden_states, num_heads):
+    def expand_attention_mask(mask, hidden_states, num_heads, cpu_kernels):
         """[B, 1, 1, L] additive mask → [B, heads, L, L], once per forward, so that every layer adds it in place
         with a same-shape kernel (Paddle's broadcasting add is ~5x slower on CPU; 12 of them cost far more than
         this one expand). Kept broadcast on GPU, where the broadcast add is fused and memory matters more."""
-        if mask is None or not paddle.device.get_device().startswith("cpu"):
+        if mask is None or not cpu_kernels:
             return mask
         dims = _dims(hidden_states)
         return paddle.expand(mask, [dims[0], num_heads, dims[1], dims[1]])
@@ -608,10 +625,6 @@ def _cross_entropy_ignoring(logits, labels):
     losses = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="none")
     count = (labels != IGNORE_INDEX).astype(losses.dtype).sum()
     return losses.sum() / paddle.clip(count, min=1.0)
-
-
-def _backbone_kwargs(kwargs):
-    return {k: kwargs[k] for k in ("output_attentions", "output_hidden_states") if k in kwargs}
 
 
 class VisualBertPredictionHeadTransform(nn.Layer):
@@ -654,13 +667,13 @@ class VisualBertForPreTraining(VisualBertPreTrainedModel):
 
     def __init__(self, config):
         super().__init__(config)
-        self.visual_bert = VisualBertModel(config)
+        self.visual_bert = VisualBertModel(config, initialize=False)
         self.cls = VisualBertPreTrainingHeads(config, self.visual_bert.embeddings.word_embeddings)
-        self.init_weights()
+        self.post_init()
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, visual_embeds=None,
                 visual_attention_mask=None, visual_token_type_ids=None, image_text_alignment=None, labels=None,
-                sentence_image_labels=None, **kwargs):
+                sentence_image_labels=None, output_attentions=False, output_hidden_states=False):
         """
         Args:
             labels (Tensor, optional): int64 [B, T + V] MLM targets, ``IGNORE_INDEX`` (-100) where not predicted
@@ -675,7 +688,7 @@ class VisualBertForPreTraining(VisualBertPreTrainedModel):
         """
         outputs = self.visual_bert(input_ids, attention_mask, token_type_ids, position_ids, visual_embeds,
                                    visual_attention_mask, visual_token_type_ids, image_text_alignment,
-                                   **_backbone_kwargs(kwargs))
+                                   output_attentions, output_hidden_states)
         # DataParallel(find_unused_parameters=True) marks as used every parameter reachable from the returned
         # tensors: an output the loss does not use (seq_relationship_logits in MLM-only training) leaves its
         # parameters waiting for gradients that never come, and the gradient all-reduce never runs.
@@ -696,23 +709,28 @@ class VisualBertForPreTraining(VisualBertPreTrainedModel):
             loss = sentence_loss if loss is None else loss + sentence_loss
         return ModelOutput(loss=loss, prediction_logits=prediction_logits,
                            seq_relationship_logits=seq_relationship_logits,
-                           hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+                           hidden_states=outputs.get("hidden_states"), attentions=outputs.get("attentions"))
 
 
-class VisualBertForQuestionAnswering(VisualBertPreTrainedModel):
+class _VisualBertClassifier(VisualBertPreTrainedModel):
+    """The backbone, a dropout and a Linear ``cls`` of ``num_outputs`` scores (default ``config.num_labels``): what
+    the classifier heads share."""
+
+    def __init__(self, config, num_outputs=None):
+        super().__init__(config)
+        self.visual_bert = VisualBertModel(config, initialize=False)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.cls = nn.Linear(config.hidden_size, config.num_labels if num_outputs is None else num_outputs)
+        self.post_init()
+
+
+class VisualBertForQuestionAnswering(_VisualBertClassifier):
     """VQA: a classifier over ``num_labels`` answers on the hidden state of the ``[MASK]`` token that
     precedes the final ``[SEP]`` (text ``[CLS] question ? [MASK] [SEP]``, right-padded)."""
 
-    def __init__(self, config):
-        super().__init__(config)
-        self.visual_bert = VisualBertModel(config)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.cls = nn.Linear(config.hidden_size, config.num_labels)
-        self.init_weights()
-
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, visual_embeds=None,
                 visual_attention_mask=None, visual_token_type_ids=None, image_text_alignment=None, labels=None,
-                **kwargs):
+                output_attentions=False, output_hidden_states=False):
         """
         Args:
             attention_mask (Tensor): [B, T], required: it locates the answer token at ``sum(mask) - 2``.
@@ -730,28 +748,21 @@ class VisualBertForQuestionAnswering(VisualBertPreTrainedModel):
                              "[MASK] token, found as attention_mask.sum(1) - 2 in the right-padded text")
         outputs = self.visual_bert(input_ids, attention_mask, token_type_ids, position_ids, visual_embeds,
                                    visual_attention_mask, visual_token_type_ids, image_text_alignment,
-                                   **_backbone_kwargs(kwargs))
+                                   output_attentions, output_hidden_states)
         sequence_output = outputs.last_hidden_state
         index = attention_mask.astype("int64").sum(axis=1) - 2
         gathered = paddle.take_along_axis(sequence_output, index.reshape([-1, 1, 1]), axis=1, broadcast=True)
         logits = _apply_linear(self.cls, _dropout(self.dropout, gathered.squeeze(1)))
         loss = _kl_div_batchmean(F.log_softmax(logits, axis=-1), labels) if labels is not None else None
-        return ModelOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+        return ModelOutput(loss=loss, logits=logits, hidden_states=outputs.get("hidden_states"), attentions=outputs.get("attentions"))
 
 
-class VisualBertForVisualReasoning(VisualBertPreTrainedModel):
+class VisualBertForVisualReasoning(_VisualBertClassifier):
     """NLVR2: a 2-way classifier (index 1 = True) on the pooled output."""
-
-    def __init__(self, config):
-        super().__init__(config)
-        self.visual_bert = VisualBertModel(config)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.cls = nn.Linear(config.hidden_size, config.num_labels)
-        self.init_weights()
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, visual_embeds=None,
                 visual_attention_mask=None, visual_token_type_ids=None, image_text_alignment=None, labels=None,
-                **kwargs):
+                output_attentions=False, output_hidden_states=False):
         """
         Args:
             labels (Tensor, optional): int64 [B], 1 = the sentence is true of the image pair.
@@ -763,25 +774,21 @@ class VisualBertForVisualReasoning(VisualBertPreTrainedModel):
         """
         outputs = self.visual_bert(input_ids, attention_mask, token_type_ids, position_ids, visual_embeds,
                                    visual_attention_mask, visual_token_type_ids, image_text_alignment,
-                                   **_backbone_kwargs(kwargs))
+                                   output_attentions, output_hidden_states)
         logits = _apply_linear(self.cls, _dropout(self.dropout, outputs.pooler_output))
         loss = F.cross_entropy(logits, labels.reshape([-1])) if labels is not None else None
-        return ModelOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+        return ModelOutput(loss=loss, logits=logits, hidden_states=outputs.get("hidden_states"), attentions=outputs.get("attentions"))
 
 
-class VisualBertForMultipleChoice(VisualBertPreTrainedModel):
+class VisualBertForMultipleChoice(_VisualBertClassifier):
     """VCR: every (question, choice) sequence is scored by a Linear on its pooled output."""
 
     def __init__(self, config):
-        super().__init__(config)
-        self.visual_bert = VisualBertModel(config)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.cls = nn.Linear(config.hidden_size, 1)
-        self.init_weights()
+        super().__init__(config, 1)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, visual_embeds=None,
                 visual_attention_mask=None, visual_token_type_ids=None, image_text_alignment=None, labels=None,
-                **kwargs):
+                output_attentions=False, output_hidden_states=False):
         """
         Args:
             input_ids (Tensor): int64 [B, C, T]; ``attention_mask``, ``token_type_ids``, ``position_ids`` likewise.
@@ -809,10 +816,10 @@ class VisualBertForMultipleChoice(VisualBertPreTrainedModel):
         outputs = self.visual_bert(
             per_choice(input_ids, 1), per_choice(attention_mask, 1), per_choice(token_type_ids, 1),
             per_choice(position_ids, 1), per_choice(visual_embeds, 3), per_choice(visual_attention_mask, 2),
-            per_choice(visual_token_type_ids, 2), per_choice(image_text_alignment, 3), **_backbone_kwargs(kwargs))
+            per_choice(visual_token_type_ids, 2), per_choice(image_text_alignment, 3), output_attentions, output_hidden_states)
         logits = _apply_linear(self.cls, _dropout(self.dropout, outputs.pooler_output)).reshape([-1, num_choices])
         loss = F.cross_entropy(logits, labels.reshape([-1])) if labels is not None else None
-        return ModelOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+        return ModelOutput(loss=loss, logits=logits, hidden_states=outputs.get("hidden_states"), attentions=outputs.get("attentions"))
 
 
 class VisualBertRegionToPhraseAttention(nn.Layer):
@@ -839,16 +846,16 @@ class VisualBertForRegionToPhraseAlignment(VisualBertPreTrainedModel):
 
     def __init__(self, config):
         super().__init__(config)
-        self.visual_bert = VisualBertModel(config)
+        self.visual_bert = VisualBertModel(config, initialize=False)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         # Unused by the forward pass; present so that checkpoints of this class load without missing keys.
         self.cls = VisualBertPreTrainingHeads(config, self.visual_bert.embeddings.word_embeddings)
         self.attention = VisualBertRegionToPhraseAttention(config)
-        self.init_weights()
+        self.post_init()
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, visual_embeds=None,
                 visual_attention_mask=None, visual_token_type_ids=None, image_text_alignment=None,
-                region_to_phrase_position=None, labels=None, **kwargs):
+                region_to_phrase_position=None, labels=None, output_attentions=False, output_hidden_states=False):
         """
         Args:
             region_to_phrase_position (Tensor): int64 [B, P] sequence positions of the phrase tokens to ground
@@ -867,7 +874,7 @@ class VisualBertForRegionToPhraseAlignment(VisualBertPreTrainedModel):
             raise ValueError("VisualBertForRegionToPhraseAlignment needs visual_embeds and visual_attention_mask")
         outputs = self.visual_bert(input_ids, attention_mask, token_type_ids, position_ids, visual_embeds,
                                    visual_attention_mask, visual_token_type_ids, image_text_alignment,
-                                   **_backbone_kwargs(kwargs))
+                                   output_attentions, output_hidden_states)
         sequence_output = outputs.last_hidden_state
         positions = paddle.where(region_to_phrase_position != ALIGNMENT_PAD, region_to_phrase_position,
                                  paddle.zeros_like(region_to_phrase_position))
@@ -875,7 +882,7 @@ class VisualBertForRegionToPhraseAlignment(VisualBertPreTrainedModel):
         regions = sequence_output[:, input_ids.shape[1]:]
         logits = self.attention(phrases, regions, visual_attention_mask)
         loss = _kl_div_batchmean(F.log_softmax(logits, axis=-1), labels) if labels is not None else None
-        return ModelOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+        return ModelOutput(loss=loss, logits=logits, hidden_states=outputs.get("hidden_states"), attentions=outputs.get("attentions"))
 
 
 MODEL_CLASSES = {

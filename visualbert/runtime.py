@@ -119,22 +119,4 @@ def apply_cpu_defaults(environ=None):
     return report
 
 
-def configure_paddle_threads():
-    """After paddle is imported: make its intra-op thread count match ``OMP_NUM_THREADS`` and turn the stride
-    kernels off unless the user set the flag (needed only when paddle was imported before visualbert).
-    Returns the thread count in use."""
-    import paddle
-
-    if STRIDE_FLAG not in os.environ or os.environ[STRIDE_FLAG] == "0":
-        paddle.set_flags({STRIDE_FLAG: False})
-    threads = int(os.environ.get("OMP_NUM_THREADS") or default_threads())
-    setter = getattr(paddle, "set_num_threads", None) or getattr(paddle.base.core, "set_num_threads", None)
-    if setter is not None:
-        try:
-            setter(threads)
-        except Exception:  # pragma: no cover - older builds
-            pass
-    return threads
-
-
 REPORT.update(apply_cpu_defaults())

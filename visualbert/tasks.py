@@ -1,106 +1,32 @@
-"""Task glue shared by the scripts: data arguments, datasets, evaluation and prediction files.
+"""The tasks: their data arguments, dataset builders, model class and metrics, and their prediction files.
 
-Each task exposes ``add_data_args(parser, train)``, ``check_data_args(args, train)``, dataset builders,
-``evaluate(model, dataset, args)`` (metrics dict, used during training) and ``predict(...)`` (prediction files +
-``metrics.json`` when the split has labels).
+Each task class exposes ``model_class``, ``add_data_args(parser, train)``, ``check_data_args(args)``,
+``splits(args) -> (train, eval)``, ``dataset(args, tokenizer, split, ...)``, ``num_labels(train_dataset)``,
+``outputs`` (the model outputs its metrics read) and ``score(dataset, arrays, meta, loss) -> dict``: a pure
+function of the outputs of :func:`visualbert.engine.predict` and the examples. The predict scripts call
+``predict(model, dataset, args)`` (prediction files + ``metrics.json`` when the split has labels). A new task is a
+:class:`Task` subclass here plus an entry in :data:`visualbert.build.TASKS`.
 """
+
+from __future__ import annotations
 
 import collections
 import logging
 import os
+from argparse import ArgumentParser, Namespace
 
 import numpy as np
-import paddle
 
-from .cli import require_path
+from .cli import UsageError, require_path
 from .constants import IGNORE_INDEX
-from .data import Collator
-from .engine import UsageError, eval_batches
-from .metrics import (nlvr2_metrics, vcr_metrics, vqa_official_accuracy, vqa_predict, vqa_soft_accuracy,
-                      write_json_atomic, write_nlvr2_predictions)
-
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "visual_embeds", "visual_attention_mask",
-                "visual_token_type_ids", "image_text_alignment", "labels", "sentence_image_labels")
+from .engine import predict
+from .fileio import write_json
+from .metrics import nlvr2_metrics, vcr_metrics, vqa_official_accuracy, vqa_predict, vqa_soft_accuracy, write_nlvr2_predictions
+from .modeling import (VisualBertForMultipleChoice, VisualBertForPreTraining, VisualBertForQuestionAnswering,
+                       VisualBertForVisualReasoning)
 
 
-def mask_regions(batch):
-    """Text-only baseline: no token can attend to a region (``visual_attention_mask`` = 0)."""
-    batch = dict(batch)
-    batch["visual_attention_mask"] = paddle.zeros_like(batch["visual_attention_mask"])
-    return batch
-
-
-def batch_transform(args):
-    return mask_regions if getattr(args, "text_only", False) else None
-
-
-def collator_for(tokenizer=None):
-    pad = 0 if tokenizer is None else int(tokenizer.convert_tokens_to_ids(["[PAD]"])[0])
-    return Collator(pad_token_id=pad)
-
-
-def visual_width(dataset):
-    """Feature width of the first example (checked against the model before training)."""
-    return int(np.asarray(dataset[0]["visual_embeds"]).shape[-1])
-
-
-def _numpy(value):
-    return value if isinstance(value, np.ndarray) else value.numpy()
-
-
-def run_inference(model, dataset, batch_size, text_only=False, num_workers=0, collate_fn=None, outputs=("logits",),
-                  on_batch=None, collect_meta=True):
-    """Runs the model over ``dataset`` in order: the one evaluation / prediction loop.
-
-    ``model`` is a dygraph model or a :class:`visualbert.runner.ExportedModel` (an exported model behind the same
-    call: tensors of the batch in, numpy ``logits`` out, no loss).
-
-    Args:
-        outputs (tuple[str]): model outputs kept (concatenated over batches).
-        on_batch (callable, optional): ``on_batch(batch, out)`` after each forward, for reductions that must not
-            keep whole outputs (e.g. the pretraining MLM logits).
-        collect_meta (bool): keep the labels and metadata of every example.
-
-    Returns:
-        tuple: (dict output name → numpy array concatenated over batches, dict metadata key → list, mean loss over
-        examples or None)
-    """
-    collate_fn = collate_fn or Collator()
-    model.eval()
-    results = collections.defaultdict(list)
-    meta = collections.defaultdict(list)
-    losses, weights = [], []
-    with paddle.no_grad():
-        for batch in eval_batches(dataset, collate_fn, batch_size, num_workers):
-            if text_only:
-                batch = mask_regions(batch)
-            out = model(**{k: v for k, v in batch.items() if k in MODEL_INPUTS})
-            for name in outputs:
-                results[name].append(_numpy(out[name]))
-            if on_batch is not None:
-                on_batch(batch, out)
-            if "loss" in out and out["loss"] is not None:
-                losses.append(float(out["loss"]))
-                weights.append(batch["input_ids"].shape[0])
-            for key, value in batch.items():
-                if not collect_meta:
-                    break
-                if key in ("labels", "sentence_image_labels"):
-                    meta[key].append(value.numpy())
-                elif key not in MODEL_INPUTS:
-                    meta[key].extend(value)
-    arrays = {k: np.concatenate(v) for k, v in results.items()}
-    for key in ("labels", "sentence_image_labels"):
-        if key in meta:
-            try:
-                meta[key] = np.concatenate(meta[key])
-            except ValueError:  # MLM labels of varying width
-                pass
-    loss = float(np.average(losses, weights=weights)) if losses else None
-    return arrays, dict(meta), loss
-
-
-def checked(args, dataset):
+def checked(args: Namespace, dataset):
     """``--check_features``: raises :class:`~visualbert.data.errors.MissingFeaturesError` (the scripts print it and
     exit with status 2) listing every image of ``dataset`` without a feature file; returns ``dataset``."""
     if getattr(args, "check_features", False):
@@ -111,20 +37,39 @@ def checked(args, dataset):
     return dataset
 
 
-def _load_tokenizer(args):
-    from .tokenizer import load_tokenizer
+class Task:
+    """The defaults every task shares (see the module docstring for the whole protocol)."""
 
-    return load_tokenizer(getattr(args, "vocab_file", None))
+    name = None
+    model_class = None
+    metric_for_best = "accuracy"
+    greater_is_better = True
+    outputs = ("logits",)
+
+    @staticmethod
+    def splits(args: Namespace) -> tuple[str | None, str | None]:
+        """(train, eval) split names from ``--train_split`` / ``--eval_split``."""
+        return args.train_split, args.eval_split
+
+    @staticmethod
+    def num_labels(train_dataset) -> int:
+        """int: width of the classifier head for this training set."""
+        return 2
 
 
 # ============================================================================================ VQA2
-class VQA2:
+class VQA2(Task):
     name = "vqa2"
+    model_class = VisualBertForQuestionAnswering
     metric_for_best = "soft_accuracy"
-    greater_is_better = True
 
     @staticmethod
-    def add_data_args(parser, train=True):
+    def num_labels(train_dataset) -> int:
+        """int: the answer vocabulary."""
+        return len(train_dataset.vocab)
+
+    @staticmethod
+    def add_data_args(parser: ArgumentParser, train: bool = True) -> None:
         g = parser.add_argument_group("VQA2 data")
         g.add_argument("--imdb_dir", required=True, help="directory with the Pythia imdb_*.npy files")
         g.add_argument("--features", required=True, help="detectron_fix_100 root (or its fc6/vqa, or a packed store)")
@@ -136,14 +81,14 @@ class VQA2:
             g.add_argument("--split", default="test2015", help="split to predict (test2015 writes the EvalAI result.json)")
 
     @staticmethod
-    def check_data_args(args):
+    def check_data_args(args: Namespace) -> None:
         require_path(args.imdb_dir, "--imdb_dir", "dir")
         require_path(args.features, "--features", "dir")
         if args.answers_file:
             require_path(args.answers_file, "--answers_file", "file")
 
     @staticmethod
-    def dataset(args, tokenizer, split, task="vqa"):
+    def dataset(args: Namespace, tokenizer, split: str, task: str = "vqa"):
         from .data import VQA2Dataset, imdb_files
 
         files = []
@@ -158,7 +103,7 @@ class VQA2:
                                          feature_dim=width))
 
     @staticmethod
-    def answer_types(dataset):
+    def answer_types(dataset) -> list[str]:
         """Answer type per question: the imdb's ``answer_type`` when present, else derived from the most common
         human answer as the official annotations define it (yes/no, number, other)."""
         out = []
@@ -172,7 +117,7 @@ class VQA2:
         return out
 
     @classmethod
-    def scores(cls, dataset, logits, answers, mask_unk):
+    def scores(cls, dataset, logits: np.ndarray, answers, mask_unk: bool):
         preds = vqa_predict(logits, mask_unk=mask_unk)
         pred_str = [dataset.vocab[int(i)] for i in preds]
         metrics = {}
@@ -188,27 +133,27 @@ class VQA2:
         return preds, pred_str, metrics
 
     @classmethod
-    def evaluate(cls, model, dataset, args):
-        arrays, meta, loss = run_inference(model, dataset, args.eval_batch_size, args.text_only, args.num_workers)
+    def score(cls, dataset, arrays: dict, meta: dict, loss: float | None) -> dict:
+        """Training-time metrics: soft and official accuracy over the vocabulary without ``<unk>``, and ``loss``."""
         _, _, metrics = cls.scores(dataset, arrays["logits"], meta.get("answers"), mask_unk=True)
         metrics["loss"] = loss
         return metrics
 
     @classmethod
-    def predict(cls, model, dataset, args):
-        arrays, meta, _ = run_inference(model, dataset, args.batch_size, args.text_only, args.num_workers)
+    def predict(cls, model, dataset, args: Namespace, collate_fn=None):
+        arrays, meta, _ = predict(model, dataset, args.batch_size, collate_fn, args.text_only, args.num_workers)
         answers = meta.get("answers") if dataset.has_answers else None
         _, pred_str, metrics = cls.scores(dataset, arrays["logits"], answers, mask_unk=False)
         result = [{"question_id": int(q), "answer": a} for q, a in zip(meta["question_id"], pred_str)]
         os.makedirs(args.output_dir, exist_ok=True)
-        write_json_atomic(os.path.join(args.output_dir, "result.json"), result, indent=None)
+        write_json(os.path.join(args.output_dir, "result.json"), result, indent=None)
         if metrics:
             metrics["split"] = args.split
-            write_json_atomic(os.path.join(args.output_dir, "metrics.json"), metrics)
+            write_json(os.path.join(args.output_dir, "metrics.json"), metrics)
         return result, metrics
 
     @staticmethod
-    def majority_baseline(train_dataset, eval_dataset):
+    def majority_baseline(train_dataset, eval_dataset) -> dict:
         """Official accuracy of always answering the most frequent training answer."""
         counts = collections.Counter()
         for entry in train_dataset.entries:
@@ -225,13 +170,12 @@ class VQA2:
 
 
 # ============================================================================================ NLVR2
-class NLVR2:
+class NLVR2(Task):
     name = "nlvr2"
-    metric_for_best = "accuracy"
-    greater_is_better = True
+    model_class = VisualBertForVisualReasoning
 
     @staticmethod
-    def add_data_args(parser, train=True):
+    def add_data_args(parser: ArgumentParser, train: bool = True) -> None:
         g = parser.add_argument_group("NLVR2 data")
         g.add_argument("--data_dir", required=True, help="directory with train.json, dev.json, test1.json")
         g.add_argument("--features", required=True, help="detectron_fix_144 root (or a packed store)")
@@ -243,19 +187,19 @@ class NLVR2:
             g.add_argument("--split", default="dev", help="dev, test1 (or any <name> with <name>.json)")
 
     @staticmethod
-    def check_data_args(args):
+    def check_data_args(args: Namespace) -> None:
         require_path(args.data_dir, "--data_dir", "dir")
         require_path(args.features, "--features", "dir")
 
     @staticmethod
-    def annotation_file(args, split):
+    def annotation_file(args: Namespace, split: str) -> str:
         path = split if split.endswith(".json") or split.endswith(".jsonl") else os.path.join(args.data_dir, f"{split}.json")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"NLVR2 annotation file {path} does not exist (split {split!r})")
         return path
 
     @classmethod
-    def dataset(cls, args, tokenizer, split, task="nlvr2"):
+    def dataset(cls, args: Namespace, tokenizer, split: str, task: str = "nlvr2"):
         from .data import NLVR2Dataset
 
         return checked(args, NLVR2Dataset(cls.annotation_file(args, split), args.features, tokenizer,
@@ -263,7 +207,7 @@ class NLVR2:
                                           seed=getattr(args, "seed", 0), feature_dim=None))
 
     @staticmethod
-    def scores(dataset, logits):
+    def scores(dataset, logits: np.ndarray):
         preds = np.asarray(logits).argmax(-1) == 1
         idents = [r["identifier"] for r in dataset.rows]
         predictions = dict(zip(idents, preds.tolist()))
@@ -271,26 +215,26 @@ class NLVR2:
         return predictions, metrics
 
     @classmethod
-    def evaluate(cls, model, dataset, args):
-        arrays, _, loss = run_inference(model, dataset, args.eval_batch_size, args.text_only, args.num_workers)
+    def score(cls, dataset, arrays: dict, meta: dict, loss: float | None) -> dict:
+        """``accuracy``, ``consistency`` (lil-lab's metrics) and ``loss``."""
         _, metrics = cls.scores(dataset, arrays["logits"])
         metrics["loss"] = loss
         return metrics
 
     @classmethod
-    def predict(cls, model, dataset, args):
-        arrays, _, _ = run_inference(model, dataset, args.batch_size, args.text_only, args.num_workers)
+    def predict(cls, model, dataset, args: Namespace, collate_fn=None):
+        arrays, _, _ = predict(model, dataset, args.batch_size, collate_fn, args.text_only, args.num_workers)
         predictions, metrics = cls.scores(dataset, arrays["logits"])
         os.makedirs(args.output_dir, exist_ok=True)
         write_nlvr2_predictions(os.path.join(args.output_dir, "predictions.csv"), predictions)
         if metrics:
             metrics["split"] = args.split
             metrics["num_examples"] = len(predictions)
-            write_json_atomic(os.path.join(args.output_dir, "metrics.json"), metrics)
+            write_json(os.path.join(args.output_dir, "metrics.json"), metrics)
         return predictions, metrics
 
     @staticmethod
-    def majority_baseline(train_dataset, eval_dataset):
+    def majority_baseline(train_dataset, eval_dataset) -> dict:
         labels = [str(r["label"]).lower() == "true" for r in train_dataset.rows]
         majority = sum(labels) * 2 >= len(labels)
         preds = {r["identifier"]: majority for r in eval_dataset.rows}
@@ -298,13 +242,12 @@ class NLVR2:
 
 
 # ============================================================================================ VCR
-class VCR:
+class VCR(Task):
     name = "vcr"
-    metric_for_best = "accuracy"
-    greater_is_better = True
+    model_class = VisualBertForMultipleChoice
 
     @staticmethod
-    def add_data_args(parser, train=True):
+    def add_data_args(parser: ArgumentParser, train: bool = True) -> None:
         g = parser.add_argument_group("VCR data")
         g.add_argument("--data_dir", required=True, help="directory with train.jsonl, val.jsonl (test.jsonl)")
         g.add_argument("--features", required=True, help="per-image box features (<img_fn stem>.npy) or a packed store")
@@ -317,25 +260,26 @@ class VCR:
             g.add_argument("--split", default="val")
 
     @staticmethod
-    def check_data_args(args):
+    def check_data_args(args: Namespace) -> None:
         require_path(args.data_dir, "--data_dir", "dir")
         require_path(args.features, "--features", "dir")
 
     @staticmethod
-    def dataset(args, tokenizer, split, mode):
+    def dataset(args: Namespace, tokenizer, split: str, mode: str | None = None):
+        """``mode``: "qa" (Q->A) or "qar" (QA->R); default ``--mode``."""
         from .data import VCRDataset
 
         path = split if split.endswith(".jsonl") else os.path.join(args.data_dir, f"{split}.jsonl")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"VCR annotation file {path} does not exist (split {split!r})")
+        mode = mode or args.mode
         return checked(args, VCRDataset(path, args.features, tokenizer, mode=mode, max_seq_length=args.max_seq_length,
                                         box_offset=args.box_offset, feature_dim=None))
 
     @staticmethod
-    def evaluate(model, dataset, args):
+    def score(dataset, arrays: dict, meta: dict, loss: float | None) -> dict:
         """``accuracy`` (= ``q2a`` or ``qa2r`` of :func:`visualbert.metrics.vcr_metrics` for the dataset's mode;
         None without labels) and ``loss``."""
-        arrays, meta, loss = run_inference(model, dataset, args.eval_batch_size, args.text_only, args.num_workers)
         labels = meta.get("labels")
         if labels is None:
             return {"accuracy": None, "loss": loss}
@@ -347,8 +291,8 @@ class VCR:
         return dict(metrics, accuracy=acc, loss=loss)
 
     @staticmethod
-    def probabilities(model, dataset, args):
-        arrays, meta, _ = run_inference(model, dataset, args.batch_size, args.text_only, args.num_workers)
+    def probabilities(model, dataset, args: Namespace, collate_fn=None):
+        arrays, meta, _ = predict(model, dataset, args.batch_size, collate_fn, args.text_only, args.num_workers)
         logits = arrays["logits"]
         probs = np.exp(logits - logits.max(-1, keepdims=True))
         probs /= probs.sum(-1, keepdims=True)
@@ -356,13 +300,15 @@ class VCR:
 
 
 # ============================================================================================ pretraining
-class Pretrain:
+class Pretrain(Task):
     name = "pretrain"
+    model_class = VisualBertForPreTraining
     metric_for_best = "loss"
     greater_is_better = False
+    outputs = ()
 
     @staticmethod
-    def add_data_args(parser):
+    def add_data_args(parser: ArgumentParser) -> None:
         g = parser.add_argument_group("pretraining data")
         g.add_argument("--dataset", choices=("coco_captions", "vqa2", "nlvr2"), required=True,
                        help="coco_captions: MLM + sentence-image; vqa2: MLM on the questions; nlvr2: MLM + the label "
@@ -384,19 +330,23 @@ class Pretrain:
     DEFAULT_SPLITS = {"coco_captions": ("train2014", "val2014"), "vqa2": ("trainval", "minival"), "nlvr2": ("train", "dev")}
 
     @classmethod
-    def check_data_args(cls, args):
+    def check_data_args(cls, args: Namespace) -> None:
         require_path(args.data_dir, "--data_dir", "dir")
         require_path(args.features, "--features", "dir")
-        train, val = cls.DEFAULT_SPLITS[args.dataset]
-        args.train_split = train if args.train_split is None else args.train_split
-        args.eval_split = val if args.eval_split is None else args.eval_split
         if getattr(args, "exclude_minival", None):
             if args.dataset != "coco_captions":
                 raise UsageError("--exclude_minival applies to --dataset coco_captions only")
             require_path(args.exclude_minival, "--exclude_minival", "file")
 
+    @classmethod
+    def splits(cls, args: Namespace) -> tuple[str, str]:
+        """(train, eval) split: the flags, or the defaults of ``--dataset``."""
+        train, val = cls.DEFAULT_SPLITS[args.dataset]
+        return (train if args.train_split is None else args.train_split,
+                val if args.eval_split is None else args.eval_split)
+
     @staticmethod
-    def coco_caption_files(data_dir, split):
+    def coco_caption_files(data_dir: str, split: str) -> list[str]:
         """list[str]: caption files of a coco_captions split spec (``train2014``, ``train2014+val2014``, or
         ``.json`` paths; ``+`` or ``,`` joins several).
 
@@ -413,7 +363,7 @@ class Pretrain:
         return paths
 
     @staticmethod
-    def minival_image_keys(imdb_file):
+    def minival_image_keys(imdb_file: str) -> set[str]:
         """set[str]: feature keys (``image_name``) of the images of a VQA imdb (e.g. ``imdb_minival2014.npy``).
 
         Raises:
@@ -427,13 +377,13 @@ class Pretrain:
         return {os.path.splitext(os.path.basename(str(e["image_name"])))[0] for e in entries}
 
     @staticmethod
-    def dataset(args, tokenizer, split):
+    def dataset(args: Namespace, tokenizer, split: str):
         from .data import CocoCaptionsPretrainDataset, NLVR2Dataset, VQA2Dataset, imdb_files
 
         if args.dataset == "coco_captions":
             paths = Pretrain.coco_caption_files(args.data_dir, split)
             exclude = None
-            if getattr(args, "exclude_minival", None) and split == args.train_split:
+            if getattr(args, "exclude_minival", None) and split == Pretrain.splits(args)[0]:
                 exclude = Pretrain.minival_image_keys(args.exclude_minival)
             ds = CocoCaptionsPretrainDataset(
                 paths, args.features, tokenizer, max_seq_length=args.max_seq_length, mask_prob=args.mask_prob,
@@ -458,8 +408,31 @@ class Pretrain:
                                           seed=args.seed, feature_dim=None))
 
     @staticmethod
-    def evaluate(model, dataset, args):
-        """Pretraining metrics over ``dataset``.
+    def batch_statistics(batch: dict, out) -> dict:
+        """Sums of one batch for :meth:`score` (the MLM logits of a whole split are too large to keep)."""
+        import paddle.nn.functional as F
+
+        acc = {}
+        labels = batch["labels"].reshape([-1])
+        keep = labels != IGNORE_INDEX
+        n = int(keep.astype("int64").sum())
+        if n:
+            logits = out["prediction_logits"].reshape([labels.shape[0], -1])
+            token_losses = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="none").reshape([-1])
+            acc["mlm_loss"] = float((token_losses * keep.astype(token_losses.dtype)).sum())
+            acc["mlm_ok"] = int(((logits.argmax(-1) == labels) & keep).astype("int64").sum())
+            acc["mlm_n"] = n
+        if "sentence_image_labels" in batch:
+            target = batch["sentence_image_labels"].reshape([-1])
+            logits = out["seq_relationship_logits"]
+            acc["sent_loss"] = float(F.cross_entropy(logits, target, reduction="sum"))
+            acc["sent_ok"] = int((logits.argmax(-1) == target).astype("int64").sum())
+            acc["sent_n"] = int(target.shape[0])
+        return acc
+
+    @staticmethod
+    def score(dataset, arrays: dict, meta: dict, loss: float | None) -> dict:
+        """Pretraining metrics over ``dataset`` from the summed :meth:`batch_statistics` (``meta["statistics"]``).
 
         Returns:
             dict: ``mlm_loss`` (mean cross-entropy over all predicted tokens of the split, i.e. batch sums divided by
@@ -467,29 +440,7 @@ class Pretrain:
             sentence-image labels ``sentence_image_loss`` (mean over examples) and ``sentence_image_accuracy``;
             ``loss`` = ``mlm_loss`` + ``sentence_image_loss`` (the training objective's two means).
         """
-        import paddle.nn.functional as F
-
-        acc = collections.Counter()
-
-        def reduce(batch, out):
-            labels = batch["labels"].reshape([-1])
-            keep = labels != IGNORE_INDEX
-            n = int(keep.astype("int64").sum())
-            if n:
-                logits = out["prediction_logits"].reshape([labels.shape[0], -1])
-                token_losses = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="none").reshape([-1])
-                acc["mlm_loss"] += float((token_losses * keep.astype(token_losses.dtype)).sum())
-                acc["mlm_ok"] += int(((logits.argmax(-1) == labels) & keep).astype("int64").sum())
-                acc["mlm_n"] += n
-            if "sentence_image_labels" in batch:
-                target = batch["sentence_image_labels"].reshape([-1])
-                logits = out["seq_relationship_logits"]
-                acc["sent_loss"] += float(F.cross_entropy(logits, target, reduction="sum"))
-                acc["sent_ok"] += int((logits.argmax(-1) == target).astype("int64").sum())
-                acc["sent_n"] += int(target.shape[0])
-
-        run_inference(model, dataset, args.eval_batch_size, args.text_only, args.num_workers, outputs=(),
-                      on_batch=reduce, collect_meta=False)
+        acc = collections.Counter(meta["statistics"])
         metrics = {"mlm_loss": acc["mlm_loss"] / acc["mlm_n"] if acc["mlm_n"] else None,
                    "mlm_accuracy": acc["mlm_ok"] / acc["mlm_n"] if acc["mlm_n"] else None}
         if acc["sent_n"]:
@@ -498,10 +449,3 @@ class Pretrain:
         parts = [metrics[k] for k in ("mlm_loss", "sentence_image_loss") if metrics.get(k) is not None]
         metrics["loss"] = float(sum(parts)) if parts else None
         return metrics
-
-
-def load_tokenizer_for(args):
-    try:
-        return _load_tokenizer(args)
-    except (FileNotFoundError, ValueError) as err:
-        raise UsageError(str(err)) from None

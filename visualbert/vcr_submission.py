@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .atomic import atomic_path
+from .fileio import atomic_path
 
 GROUP_NAMES = ["answer"] + [f"rationale_conditioned_on_a{i}" for i in range(4)]
 COLUMNS = ["annot_id"] + [f"{group}_{i}" for group in GROUP_NAMES for i in range(4)]

@@ -6,6 +6,7 @@ import numpy as np
 
 from ..constants import ALIGNMENT_PAD, IGNORE_INDEX
 
+# The model's forward arguments: the one list of model input keys (every other key of a batch is metadata).
 TENSOR_KEYS = (
     "input_ids",
     "attention_mask",
@@ -23,6 +24,8 @@ TENSOR_KEYS = (
     "objects",
     "segms",
 )
+# The targets among them (an exported model takes no labels).
+LABEL_KEYS = ("labels", "sentence_image_labels")
 
 
 def _in_paddle_worker():

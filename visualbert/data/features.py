@@ -83,6 +83,15 @@ class FeatureStore:
         """list[str]: every key the store holds."""
         raise NotImplementedError
 
+    def width(self):
+        """int: the feature width D: the expected (or packed) one, else that of the first array the store holds."""
+        if self.dim is None:
+            keys = self.keys()
+            if not keys:
+                raise MissingFeaturesError(f"the feature store {self.root} holds no features", [])
+            self[keys[0]]  # sets self.dim
+        return int(self.dim)
+
     def describe(self, key):
         """str: where ``key`` is (or would be) stored, for error messages."""
         return f"{key!r} in {self.root}"
@@ -263,12 +272,15 @@ class NpyFeatureStore(FeatureStore):
         return min(rows, self.max_regions) if self.max_regions is not None else rows
 
     def keys(self):
-        """list[str]: keys of every ``.npy`` file under the base directory (sorted)."""
+        """list[str]: keys of every ``.npy`` file under the base directory (sorted): file names for the vqa and
+        nlvr2 layouts (their paths follow from the name), paths relative to the root for a flat one (VCR's
+        ``<movie>/<image>``)."""
         out = []
         for dirpath, _, files in os.walk(self.base):
             for name in files:
                 if name.endswith(".npy"):
-                    out.append(name[: -len(".npy")])
+                    key = name if self.layout in ("vqa", "nlvr2") else os.path.relpath(os.path.join(dirpath, name), self.base)
+                    out.append(key[: -len(".npy")].replace(os.sep, "/"))
         return sorted(out)
 
 
@@ -414,7 +426,7 @@ def pack_features(store, out_dir, keys=None, float16=False, progress=True, overw
     """
     from tqdm import tqdm
 
-    from .io_utils import atomic_path, save_json
+    from ..fileio import atomic_path, write_json
 
     source, target = os.path.realpath(store.root), os.path.realpath(out_dir)
     if target == source or target.startswith(source + os.sep):
@@ -445,5 +457,5 @@ def pack_features(store, out_dir, keys=None, float16=False, progress=True, overw
         out.flush()
         del out
     index = {"dim": dim, "dtype": np.dtype(dtype).name, "keys": keys, "offsets": offsets, "counts": counts}
-    save_json(os.path.join(out_dir, PACKED_INDEX), index)
+    write_json(os.path.join(out_dir, PACKED_INDEX), index, indent=None, sort_keys=True)
     return index

@@ -6,7 +6,7 @@ from ..constants import SENTENCE_IMAGE_MATCH, SENTENCE_IMAGE_RANDOM
 from .errors import DataFormatError, text_problem, with_example_context
 from .features import open_feature_store
 from .masking import check_mask_probabilities
-from .io_utils import read_jsonl
+from ..fileio import read_jsonl
 from .text import DEFAULT_MAX_SEQ_LENGTH, TextEncoder, example_rng
 
 NLVR2_FEATURE_DIM = 1024

@@ -27,7 +27,7 @@ import shutil
 import numpy as np
 
 from .answers import DEFAULT_ANSWERS_FILE, load_answer_vocab
-from .io_utils import save_json, save_jsonl, save_npy
+from ..fileio import save_npy, write_json, write_jsonl
 
 CLASSES = ["dog", "cat", "car", "horse", "bird", "bus", "truck", "sheep", "cow", "elephant", "boat", "train"]
 PLURALS = {"bus": "buses", "sheep": "sheep"}
@@ -207,7 +207,7 @@ def write_vqa_and_coco(out, rng, args, vocab, progress):
     shutil.copyfile(DEFAULT_ANSWERS_FILE, os.path.join(out, "vqa2", "answers_vqa.txt"))
     for image_set in ("train2014", "val2014"):
         images, anns = coco[image_set]
-        save_json(
+        write_json(
             os.path.join(out, "coco", "annotations", f"captions_{image_set}.json"),
             {
                 "info": {"description": "synthetic COCO-format captions", "year": 2014, "version": "1.0"},
@@ -215,6 +215,7 @@ def write_vqa_and_coco(out, rng, args, vocab, progress):
                 "images": images,
                 "annotations": anns,
             },
+            indent=None, sort_keys=True,
         )
     return {s: len(e) for s, e in imdb.items()}
 
@@ -381,7 +382,7 @@ def write_nlvr2(out, rng, args, progress):
                 if split == "train":
                     row["directory"] = str(s % 100)
                 rows.append(row)
-        save_jsonl(os.path.join(out, "nlvr2", f"{split}.json"), rows)
+        write_jsonl(os.path.join(out, "nlvr2", f"{split}.json"), rows)
         counts[split] = len(rows)
     return counts
 
@@ -432,7 +433,7 @@ def write_vcr(out, rng, args, progress):
                 "rationale_label": rationale_label,
                 "question_number": 0,
             })
-        save_jsonl(os.path.join(out, "vcr", f"{split}.jsonl"), rows)
+        write_jsonl(os.path.join(out, "vcr", f"{split}.jsonl"), rows)
         counts[split] = len(rows)
     return counts
 
@@ -489,5 +490,5 @@ def generate(out, progress=False, **kwargs):
         manifest["counts"]["nlvr2"] = write_nlvr2(out, np.random.default_rng([seed, 2]), args, progress)
     if "vcr" in args["tasks"]:
         manifest["counts"]["vcr"] = write_vcr(out, np.random.default_rng([seed, 3]), args, progress)
-    save_json(os.path.join(out, "manifest.json"), manifest, indent=1)
+    write_json(os.path.join(out, "manifest.json"), manifest, indent=1, sort_keys=True)
     return manifest

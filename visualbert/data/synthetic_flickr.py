@@ -29,8 +29,7 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
-from ..atomic import atomic_path
-from .io_utils import save_json, save_npy, save_text_lines
+from ..fileio import atomic_path, save_npy, write_json, write_text
 from .regions import spatial_features
 
 NAMES = {
@@ -193,7 +192,7 @@ def _write_split(out, split, image_ids, rng, args, maker, counts):
             extra["nobox"] = len(pairs) + 2
             objects.append(([extra["nobox"]], None, "nobox"))
         captions = [_caption(rng, chains, list(range(n_mentioned)), pairs, extra) for _ in range(5)]
-        save_text_lines(os.path.join(base, "Sentences", f"{image_id}.txt"), captions)
+        write_text(os.path.join(base, "Sentences", f"{image_id}.txt"), "".join(f"{c}\n" for c in captions))
         _write_text(os.path.join(base, "Annotations", f"{image_id}.xml"), _xml(image_id, width, height, objects))
 
         num_regions = int(rng.integers(args["min_regions"], args["max_regions"] + 1))
@@ -228,7 +227,7 @@ def _write_split(out, split, image_ids, rng, args, maker, counts):
     with atomic_path(os.path.join(out, f"{split}_imgid2idx.pkl")) as tmp:
         with open(tmp, "wb") as f:
             pickle.dump({int(i): n for n, i in enumerate(image_ids)}, f)
-    save_text_lines(os.path.join(base, f"{split}.txt"), image_ids)
+    write_text(os.path.join(base, f"{split}.txt"), "".join(f"{i}\n" for i in image_ids))
     counts[f"{split}_images"] = len(image_ids)
     counts[f"{split}_regions"] = int(sum(len(b) for b in all_boxes))
 
@@ -275,7 +274,7 @@ def generate_flickr30k(out, **kwargs):
                      maker, counts)
         start += n
     manifest = {"settings": args, "counts": counts}
-    save_json(os.path.join(out, "manifest.json"), manifest, indent=1)
+    write_json(os.path.join(out, "manifest.json"), manifest, indent=1, sort_keys=True)
     return manifest
 
 

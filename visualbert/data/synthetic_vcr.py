@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-from .io_utils import save_json, save_jsonl
+from ..fileio import write_json, write_jsonl
 
 SYNTHETIC_CLASSES = ("person", "dog", "car", "chair", "cup", "horse", "bottle", "diningtable")
 _VERBS = ("looking", "standing", "sitting", "holding", "waiting", "walking")
@@ -36,7 +36,7 @@ def _polygon_in_box(rng, box, points=8):
 def _write_image(rng, path, width, height, boxes, names):
     from PIL import Image, ImageDraw
 
-    from ..atomic import atomic_path
+    from ..fileio import atomic_path
 
     image = Image.new("RGB", (width, height), tuple(int(v) for v in rng.integers(0, 255, size=3)))
     draw = ImageDraw.Draw(image)
@@ -121,12 +121,13 @@ def make_synthetic_vcr(root, lines_per_split=(6, 4, 4), seed=0, sizes=((160, 96)
             os.makedirs(os.path.join(image_dir, movie), exist_ok=True)
             img_fn, metadata_fn = f"{movie}/{clip}.jpg", f"{movie}/{clip}.json"
             _write_image(rng, os.path.join(image_dir, img_fn), width, height, boxes, names)
-            save_json(os.path.join(image_dir, metadata_fn),
-                      {"boxes": boxes, "segms": segms, "names": names, "width": width, "height": height})
+            write_json(os.path.join(image_dir, metadata_fn),
+                       {"boxes": boxes, "segms": segms, "names": names, "width": width, "height": height},
+                       indent=None, sort_keys=True)
             rows.append(_line(rng, split, index, img_fn, metadata_fn, names))
             count += 1
         path = os.path.join(root, f"{split}.jsonl")
-        save_jsonl(path, rows)
+        write_jsonl(path, rows)
         paths[split] = path
     return paths
 

@@ -7,7 +7,7 @@ import numpy as np
 from ..constants import ALIGNMENT_PAD
 from .errors import DataFormatError, text_problem, with_example_context
 from .features import open_feature_store
-from .io_utils import read_jsonl
+from ..fileio import read_jsonl
 from .text import DEFAULT_MAX_SEQ_LENGTH, TextEncoder
 
 VCR_FEATURE_DIM = 512

@@ -41,7 +41,7 @@ import numpy as np
 from ..constants import ALIGNMENT_PAD
 from .errors import DataFormatError, with_example_context
 from .features import open_feature_store
-from .io_utils import read_jsonl
+from ..fileio import read_jsonl
 from .masking import mask_tokens, random_token_candidates
 
 # vcr_data_utils.py's list, 'Peyton' twice included: the name index is count % 15.

@@ -1,0 +1,51 @@
+"""Shared test setup: the tiny model configuration, the tokenizer and synthetic data sets in the real formats.
+
+``compare/`` (the HF reference side of the parity checks, ``parity.py``, and ``compare.py``) is put on
+``sys.path`` here, so that the tests import it as the compare script does.
+"""
+
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "compare"))
+
+# The one tiny configuration (seconds per test on 2 CPU cores); tests override what they need.
+TINY = dict(vocab_size=1200, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+            visual_embedding_dim=32, max_position_embeddings=64)
+
+
+def tiny_config(**overrides):
+    """A :class:`visualbert.VisualBertConfig` of :data:`TINY` with ``overrides``."""
+    from visualbert.configuration import VisualBertConfig
+
+    return VisualBertConfig(**dict(TINY, **overrides))
+
+
+@pytest.fixture(scope="session")
+def tok():
+    """The bert-base-uncased tokenizer (packaged vocabulary)."""
+    from visualbert.tokenizer import load_tokenizer
+
+    return load_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def synthetic(tmp_path_factory):
+    """``synthetic(**options)`` → the root of a data set of :func:`visualbert.data.synthetic.generate` with those
+    options, generated once per session for each distinct set of options."""
+    from visualbert.data.synthetic import generate
+
+    made = {}
+
+    def make(**options):
+        key = repr(sorted(options.items()))
+        if key not in made:
+            out = str(tmp_path_factory.mktemp("synth"))
+            generate(out, **options)
+            made[key] = out
+        return made[key]
+
+    return make

@@ -1,0 +1,202 @@
+"""The constructors the scripts call: datasets (:func:`build_dataset`), the collator and models (:func:`build_model`
+for training, :func:`load_prediction_model` for prediction); the tokenizer is :func:`visualbert.tokenizer.load_tokenizer`.
+
+A new task is a class in :mod:`visualbert.tasks` (see its docstring) added to :data:`TASKS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+import numpy as np
+
+from .cli import UsageError, require_path
+from .data import Collator
+from .data.collate import LABEL_KEYS
+from .tasks import NLVR2, VCR, VQA2, Pretrain
+
+TASKS = {task.name: task for task in (VQA2, NLVR2, VCR, Pretrain)}
+
+
+def get_task(task: str | type) -> type:
+    """The task class of a name of :data:`TASKS` (a class is returned as is)."""
+    if isinstance(task, str):
+        if task not in TASKS:
+            raise UsageError(f"unknown task {task!r} (known: {', '.join(sorted(TASKS))})")
+        return TASKS[task]
+    return task
+
+
+def build_collator(tokenizer=None) -> Collator:
+    """The collator padding text with the tokenizer's ``[PAD]`` id (0 without a tokenizer)."""
+    pad = 0 if tokenizer is None else int(tokenizer.convert_tokens_to_ids(["[PAD]"])[0])
+    return Collator(pad_token_id=pad)
+
+
+def build_dataset(task: str | type, split: str, args: argparse.Namespace, tokenizer, **options: Any):
+    """The dataset of ``split`` for ``task`` (a name of :data:`TASKS` or a task class), from the data arguments of
+    ``task.add_data_args``; ``options`` go to ``task.dataset`` (VCR: ``mode``)."""
+    return get_task(task).dataset(args, tokenizer, split, **options)
+
+
+def visual_width(dataset) -> int:
+    """int: the region-feature width D of ``dataset``, from its feature store (a packed store's index, else the
+    first array the store holds)."""
+    return dataset.store.width()
+
+
+def _head_width(architecture: str, num_labels: int) -> int | None:
+    if architecture == "VisualBertForMultipleChoice":
+        return 1
+    if architecture in ("VisualBertForQuestionAnswering", "VisualBertForVisualReasoning"):
+        return num_labels
+    return None
+
+
+def build_model(args: argparse.Namespace, task: str | type, train_dataset):
+    """The model of ``task`` for ``train_dataset`` (width of its features, ``task.num_labels`` outputs), from
+    ``--model_name_or_path``, ``--bert_model`` or from scratch (``--config`` / ``--hidden_size`` ...).
+
+    Raises:
+        UsageError: an empty training set, or a checkpoint whose visual width or classifier head does not fit.
+    """
+    from .configuration import VisualBertConfig
+
+    task = get_task(task)
+    if len(train_dataset) == 0:
+        raise UsageError("the training set is empty")
+    model_class = task.model_class
+    visual_dim = visual_width(train_dataset)
+    num_labels = task.num_labels(train_dataset)
+    overrides = {}
+    if getattr(args, "dropout", None) is not None:
+        overrides.update(hidden_dropout_prob=args.dropout, attention_probs_dropout_prob=args.dropout)
+    if args.model_name_or_path:
+        config = VisualBertConfig.from_pretrained(args.model_name_or_path)
+        if config.visual_embedding_dim != visual_dim:
+            raise UsageError(f"--model_name_or_path {args.model_name_or_path!r} has visual_embedding_dim="
+                             f"{config.visual_embedding_dim}, but the task's region features are {visual_dim}-d "
+                             "(VQA checkpoints expect 2048, NLVR2 1024, VCR 512)")
+        source_arch = (config.architectures or ["VisualBertModel"])[0]
+        have = _head_width(source_arch, config.num_labels)
+        want = _head_width(model_class.__name__, num_labels)
+        if have is not None and want is not None and have != want and not args.ignore_mismatched_sizes:
+            raise UsageError(f"--model_name_or_path {args.model_name_or_path!r} has a {source_arch} head with {have} "
+                             f"outputs; {model_class.__name__} for this task needs {want} "
+                             "(pass --ignore_mismatched_sizes to re-initialise the head)")
+        try:
+            model = model_class.from_pretrained(args.model_name_or_path, ignore_mismatched_sizes=args.ignore_mismatched_sizes,
+                                                num_labels=num_labels, **overrides)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+        model.train()
+        return model
+    if getattr(args, "config", None):
+        config = VisualBertConfig.from_pretrained(args.config, visual_embedding_dim=visual_dim, num_labels=num_labels, **overrides)
+    else:
+        values = dict(visual_embedding_dim=visual_dim, num_labels=num_labels, **overrides)
+        for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
+            if getattr(args, key, None) is not None:
+                values[key] = getattr(args, key)
+        if args.bert_model:
+            from .bert_init import read_bert_config
+
+            bert = read_bert_config(args.bert_model)
+            bert.update({k: v for k, v in values.items() if k not in bert or k in ("visual_embedding_dim", "num_labels")
+                         or k in overrides})
+            values = bert
+        config = VisualBertConfig(**values)
+    model = model_class(config)
+    if args.bert_model:
+        from .bert_init import load_bert_weights
+
+        try:
+            load_bert_weights(model, args.bert_model)
+        except (KeyError, ValueError) as err:
+            raise UsageError(f"--bert_model {args.bert_model!r}: {err}") from None
+    model.train()
+    return model
+
+
+# ------------------------------------------------------------------------------------------ prediction models
+def load_trained_model(model_dir: str, model_class: type):
+    """A trained model for prediction (``best/``, ``final/`` or ``step_<N>/``) of ``model_class``."""
+    require_path(model_dir, "--model_dir", "dir")
+    if not os.path.isfile(os.path.join(model_dir, "model_state.pdparams")):
+        raise UsageError(f"--model_dir {model_dir!r} has no model_state.pdparams")
+    from .configuration import VisualBertConfig
+
+    config = VisualBertConfig.from_pretrained(model_dir)
+    arch = (config.architectures or [None])[0]
+    if arch != model_class.__name__:
+        raise UsageError(f"--model_dir {model_dir!r} holds a {arch}, this script needs a {model_class.__name__}")
+    model = model_class.from_pretrained(model_dir)
+    model.eval()
+    return model
+
+
+class ExportedModel:
+    """A model exported by ``tools/export_model.py`` behind the dygraph model's prediction interface, so that one
+    prediction loop (:func:`visualbert.engine.predict`) serves both: ``model(**inputs)`` takes the tensors of a
+    collated batch (converted to numpy for the :class:`~visualbert.inference.Predictor`) and returns
+    ``{"logits": numpy array}`` (no loss: the exported program takes no labels).
+
+    Attributes: ``config`` (:class:`VisualBertConfig` from ``export.json``), ``architecture``.
+    """
+
+    def __init__(self, model_dir: str, threads: int | None = None, use_mkldnn: bool = False):
+        from .configuration import VisualBertConfig
+        from .inference import EXPORT_META, FEED_NAMES, Predictor
+
+        require_path(model_dir, "--inference_model", "dir")
+        if not os.path.isfile(os.path.join(model_dir, EXPORT_META)):
+            raise UsageError(f"--inference_model {model_dir!r} has no {EXPORT_META} (export a trained model with "
+                             "tools/export_model.py; a training run's best/ or final/ goes to --model_dir)")
+        self.predictor = Predictor(model_dir, threads=threads, use_mkldnn=use_mkldnn)
+        meta = self.predictor.meta
+        self.architecture = meta.get("architecture")
+        self.config = VisualBertConfig.from_dict(meta["config"])
+        self.feed_names = tuple(meta.get("feed_names") or FEED_NAMES)
+        self.model_dir = model_dir
+
+    def eval(self) -> "ExportedModel":
+        return self
+
+    def __call__(self, **inputs) -> dict:
+        ignored = sorted(k for k in inputs if k not in self.feed_names and k not in LABEL_KEYS)
+        if ignored:
+            raise UsageError(f"the exported model {self.model_dir!r} takes {', '.join(self.feed_names)}; the batch also "
+                             f"has {', '.join(ignored)}, which it would ignore (predict with --model_dir instead)")
+        feed = {k: v.numpy() if hasattr(v, "numpy") else np.asarray(v) for k, v in inputs.items() if k in self.feed_names}
+        return {"logits": self.predictor.run(feed)["logits"]}
+
+
+def load_prediction_model(args: argparse.Namespace, task: str | type):
+    """The model to predict ``task`` with: ``--model_dir`` (dygraph, :func:`load_trained_model`) or
+    ``--inference_model`` (an :class:`ExportedModel`); exactly one must be given."""
+    model_class = get_task(task).model_class
+    model_dir, exported = getattr(args, "model_dir", None), getattr(args, "inference_model", None)
+    if model_dir and exported:
+        raise UsageError("give either --model_dir (a trained model directory) or --inference_model (a model exported by "
+                         "tools/export_model.py), not both")
+    if not model_dir and not exported:
+        raise UsageError("give --model_dir (a trained model directory) or --inference_model (a model exported by "
+                         "tools/export_model.py)")
+    if model_dir:
+        return load_trained_model(model_dir, model_class)
+    model = ExportedModel(exported)
+    if model.architecture != model_class.__name__:
+        raise UsageError(f"--inference_model {exported!r} holds an exported {model.architecture}, this script needs a "
+                         f"{model_class.__name__}")
+    return model
+
+
+def check_model_fits(model, dataset, num_labels: int | None = None) -> None:
+    """Raises :class:`UsageError` when the model's visual width (or answer count) does not fit ``dataset``."""
+    width = visual_width(dataset)
+    if model.config.visual_embedding_dim != width:
+        raise UsageError(f"the model expects {model.config.visual_embedding_dim}-d region features, the data has {width}-d")
+    if num_labels is not None and model.config.num_labels != num_labels:
+        raise UsageError(f"the model has {model.config.num_labels} answers, the answer vocabulary {num_labels}")

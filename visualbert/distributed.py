@@ -1,0 +1,60 @@
+"""The process environment of a run: rank and world size (from ``paddle.distributed.launch``), the process group,
+per-rank logging and seeding."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import sys
+
+import numpy as np
+import paddle
+
+_PARALLEL_READY = False
+
+
+def world_size() -> int:
+    """int: number of training processes (1 without ``paddle.distributed.launch``)."""
+    return int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
+
+
+def rank() -> int:
+    """int: this process's rank (0 without ``paddle.distributed.launch``)."""
+    return int(os.environ.get("PADDLE_TRAINER_ID", "0"))
+
+
+def is_main_process() -> bool:
+    """bool: rank 0, the only process that writes files."""
+    return rank() == 0
+
+
+def init_distributed() -> int:
+    """Initialises the collective environment when launched with more than one process (no-op otherwise:
+    with world size 1 paddle's collectives raise "global group is not initialized"). Returns the world size."""
+    global _PARALLEL_READY
+    if world_size() > 1 and not _PARALLEL_READY:
+        paddle.distributed.init_parallel_env()
+        _PARALLEL_READY = True
+    return world_size()
+
+
+def setup_logging() -> None:
+    """INFO on rank 0, WARNING elsewhere, each line tagged with the rank."""
+    level = logging.INFO if is_main_process() else logging.WARNING
+    logging.basicConfig(level=level, format=f"[%(asctime)s rank{rank()}] %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr, force=True)
+
+
+def set_seed(seed: int) -> None:
+    """Seeds python's, numpy's and paddle's generators."""
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    paddle.seed(seed)
+
+
+def setup_process(seed: int) -> None:
+    """What every script does once before building anything: logging, the process group, the seed."""
+    setup_logging()
+    init_distributed()
+    set_seed(seed)
