@@ -1,18 +1,20 @@
 """R@K, the upper bound, per-type values, prediction rows and baselines of Flickr30K grounding."""
 
-import importlib.util
+import importlib
 import json
 import os
+import sys
+import types
 
 import numpy as np
 import pytest
 
-# Loaded from its file, as in test_metrics.py: metrics.py must stay importable without paddle.
-_spec = importlib.util.spec_from_file_location(
-    "visualbert_grounding_metrics_under_test",
-    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "visualbert", "metrics.py"))
-_M = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_M)
+# Loaded as in test_metrics.py, without visualbert/__init__.py: metrics.py must stay importable without paddle.
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_PURE = types.ModuleType("visualbert_pure")
+_PURE.__path__ = [os.path.join(_ROOT, "visualbert")]
+sys.modules.setdefault("visualbert_pure", _PURE)
+_M = importlib.import_module("visualbert_pure.metrics")
 GroundingEvaluator = _M.GroundingEvaluator
 grounding_prediction_records = _M.grounding_prediction_records
 largest_box_scores = _M.largest_box_scores
