@@ -13,10 +13,11 @@ import json
 import os
 
 
-from visualbert.build import build_collator, build_dataset, check_model_fits, load_trained_model
-from visualbert.cli import UsageError, main_wrapper, prediction_parser
+from visualbert.build import build_collator, build_dataset, check_lengths, check_model_fits, load_trained_model
+from visualbert.cli import UsageError, check_prediction_outputs, main_wrapper, prediction_parser
 from visualbert.fileio import write_json, write_jsonl
 from visualbert.metrics import vcr_metrics
+from visualbert.safety import check_trained_mode
 from visualbert.tasks import VCR
 from visualbert.tokenizer import load_tokenizer
 
@@ -37,12 +38,15 @@ def main(argv=None):
     if not args.model_dir and not args.qar_model_dir:
         raise UsageError("give --model_dir (Q->A) and/or --qar_model_dir (QA->R)")
     VCR.check_data_args(args)
+    check_prediction_outputs(args.output_dir, ("predictions.jsonl", "metrics.json"), args.overwrite)
     tokenizer = load_tokenizer(args.vocab_file)
     rows, parts = {}, {}
     for key, model_dir, mode in (("answer", args.model_dir, "qa"), ("rationale", args.qar_model_dir, "qar")):
         if not model_dir:
             continue
+        check_trained_mode(model_dir, "mode", mode, "--model_dir" if mode == "qa" else "--qar_model_dir")
         model = load_trained_model(model_dir, VCR.model_class)
+        check_lengths(args, model.config)
         dataset = build_dataset(VCR, args.split, args, tokenizer, mode=mode)
         check_model_fits(model, dataset)
         probs, labels, ids = VCR.probabilities(model, dataset, args, build_collator(tokenizer))

@@ -91,6 +91,7 @@ def build_model(args: argparse.Namespace, task: str | type, train_dataset):
                                                 num_labels=num_labels, **overrides)
         except ValueError as err:
             raise UsageError(str(err)) from None
+        check_lengths(args, model.config)
         model.train()
         return model
     if getattr(args, "config", None):
@@ -116,8 +117,18 @@ def build_model(args: argparse.Namespace, task: str | type, train_dataset):
             load_bert_weights(model, args.bert_model)
         except (KeyError, ValueError) as err:
             raise UsageError(f"--bert_model {args.bert_model!r}: {err}") from None
+    check_lengths(args, model.config)
     model.train()
     return model
+
+
+def check_lengths(args: argparse.Namespace, config) -> None:
+    """``--max_seq_length`` (and ``--max_regions``) must fit the model's position table: a start-up error
+    (:func:`visualbert.safety.check_position_table`), not an index error at the first long batch."""
+    from .safety import check_position_table
+
+    check_position_table(getattr(args, "max_seq_length", None), config.max_position_embeddings,
+                         getattr(args, "max_regions", None))
 
 
 # ------------------------------------------------------------------------------------------ prediction models
@@ -185,8 +196,11 @@ def load_prediction_model(args: argparse.Namespace, task: str | type):
         raise UsageError("give --model_dir (a trained model directory) or --inference_model (a model exported by "
                          "tools/export_model.py)")
     if model_dir:
-        return load_trained_model(model_dir, model_class)
+        model = load_trained_model(model_dir, model_class)
+        check_lengths(args, model.config)
+        return model
     model = ExportedModel(exported)
+    check_lengths(args, model.config)
     if model.architecture != model_class.__name__:
         raise UsageError(f"--inference_model {exported!r} holds an exported {model.architecture}, this script needs a "
                          f"{model_class.__name__}")

@@ -15,11 +15,14 @@ import random
 import shutil
 from typing import Any, Callable, Mapping
 
+import logging
+
 import numpy as np
 import paddle
 
 from .cli import UsageError
 from .fileio import atomic_path, read_json, replace_dir, write_json
+from .safety import RefusedError, checkpoint_problem, latest_complete_checkpoint, load_paddle_file
 
 CHECKPOINT_PREFIX = "step_"
 TRAINER_STATE = "trainer_state.json"
@@ -27,6 +30,8 @@ OPTIMIZER_FILE = "optimizer.pdopt"
 SCHEDULER_FILE = "scheduler.json"
 RNG_FILE = "rng.pkl"
 SCALER_FILE = "scaler.pdparams"
+
+logger = logging.getLogger("visualbert.checkpoints")
 
 
 # ------------------------------------------------------------------------------------------ model directories
@@ -144,12 +149,13 @@ def load_checkpoint(path: str, model, optimizer, scheduler, scaler, param_names:
     from . import accel
 
     state = read_json(os.path.join(path, TRAINER_STATE))
-    weights = accel.match_dtypes(paddle.load(os.path.join(path, "model_state.pdparams")), model)
+    weights = accel.match_dtypes(load_paddle_file(os.path.join(path, "model_state.pdparams"), "checkpoint weights"),
+                                 model)
     info = model.load_weights(weights, source=path)
     if info["missing_keys"] or info["unexpected_keys"]:
         raise UsageError(f"checkpoint {path} does not fit the model: missing {info['missing_keys'][:5]}, "
                          f"unexpected {info['unexpected_keys'][:5]}")
-    opt_state = paddle.load(os.path.join(path, OPTIMIZER_FILE))
+    opt_state = load_paddle_file(os.path.join(path, OPTIMIZER_FILE), "optimizer state")
     optimizer.set_state_dict(optimizer_state_from_structured(opt_state, param_names))
     # set_state_dict of the optimizer may carry its own LR_Scheduler entry; the scheduler file wins.
     scheduler.set_state_dict(read_json(os.path.join(path, SCHEDULER_FILE)))
@@ -157,7 +163,7 @@ def load_checkpoint(path: str, model, optimizer, scheduler, scaler, param_names:
         set_rng_state(pickle.load(f))
     scaler_path = os.path.join(path, SCALER_FILE)
     if scaler is not None and os.path.isfile(scaler_path):
-        scaler.load_state_dict(paddle.load(scaler_path))
+        scaler.load_state_dict(load_paddle_file(scaler_path, "loss-scaler state"))
     return state
 
 
@@ -191,19 +197,58 @@ def rotate_checkpoints(output_dir: str, keep: int) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def resolve_resume(resume_from: str | None, output_dir: str) -> str | None:
-    """``latest`` → the newest complete checkpoint of ``output_dir`` (None if there is none yet); a run directory →
-    its newest checkpoint; a path must otherwise be a complete checkpoint."""
+def _newest_usable(run_dir: str, exclude=()) -> str | None:
+    """The newest usable checkpoint of ``run_dir`` (:func:`visualbert.safety.latest_complete_checkpoint`: corrupt
+    newer ones are skipped with a warning naming both); :class:`RefusedError` when every complete one is corrupt
+    (never a silent fresh start)."""
+    path, skipped = latest_complete_checkpoint(run_dir, exclude=exclude)
+    if path is None and skipped:
+        reasons = "; ".join(f"{bad}: {why}" for bad, why in skipped)
+        raise RefusedError(f"no usable checkpoint in {run_dir} ({reasons})")
+    return path
+
+
+def resolve_resume(resume_from: str | None, output_dir: str, exclude=()) -> str | None:
+    """``latest`` → the newest usable checkpoint of ``output_dir`` (None if there is none yet); a run directory →
+    its newest usable checkpoint; a path must otherwise be a complete, readable checkpoint."""
     if not resume_from:
         return None
     if resume_from == "latest":
-        return latest_checkpoint(output_dir)
+        return _newest_usable(output_dir, exclude)
     if not os.path.isdir(resume_from):
         raise UsageError(f"--resume_from {resume_from!r} does not exist")
     if not is_complete_checkpoint(resume_from):
-        found = latest_checkpoint(resume_from)
+        found = _newest_usable(resume_from, exclude)
         if found is None:
             raise UsageError(f"--resume_from {resume_from!r} is not a complete checkpoint (no {TRAINER_STATE}) and "
                              "holds no step_<N> checkpoint")
         return found
+    problem = checkpoint_problem(resume_from)
+    if problem:
+        raise RefusedError(f"--resume_from {resume_from}: {problem}")
     return resume_from
+
+
+def resume_checkpoint(resume_from: str | None, output_dir: str, load: Callable[[str], Any]) -> str | None:
+    """Resolves ``--resume_from`` (:func:`resolve_resume`) and calls ``load(path)``. When the weights of a checkpoint
+    chosen automatically (``latest`` or a run directory) cannot be read (truncated ``.pdparams``), the previous usable
+    one is loaded instead, with a warning naming both; an explicitly named checkpoint is not replaced.
+
+    Returns:
+        str or None: the checkpoint loaded (None: a fresh start).
+    """
+    from .data.errors import DataFormatError
+
+    tried = []
+    while True:
+        path = resolve_resume(resume_from, output_dir, exclude=tried)
+        if path is None:
+            return None
+        try:
+            load(path)
+            return path
+        except (DataFormatError, FileNotFoundError) as err:
+            if resume_from not in ("latest",) and os.path.abspath(path) == os.path.abspath(resume_from):
+                raise
+            logger.warning("checkpoint %s cannot be loaded (%s); trying the previous complete checkpoint", path, err)
+            tried.append(path)

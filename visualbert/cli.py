@@ -15,6 +15,7 @@ import traceback
 from typing import Callable
 
 from . import accel
+from .safety import RefusedError, RunInterrupted, StopSignals, existing_outputs_problem, positive_int
 
 
 class UsageError(ValueError):
@@ -25,9 +26,12 @@ PAPER_DEFAULTS = dict(learning_rate=2e-5, batch_size=64, num_train_epochs=10, wa
                       adam_epsilon=1e-6, max_grad_norm=1.0, max_seq_length=128)
 
 
-NUM_WORKERS_HELP = ("DataLoader worker processes; 0 (the default, and recommended) loads in the main process. With "
-                    "N > 0 every epoch and every evaluation creates a new loader with N workers, and paddle's "
-                    "DataLoader has been seen to hang when several loaders with workers are created in one process")
+NUM_WORKERS_HELP = ("loader worker processes (visualbert.data.loader.BatchLoader); 0 loads in the main process. A data "
+                    "error in a worker stops the run with the worker's message")
+DEBUG_HELP = "print the full traceback of an error (default: one 'error: ...' line)"
+MAX_NONFINITE_HELP = ("with float16 loss scaling: consecutive skipped (non-finite) steps tolerated before stopping; "
+                      "without it every non-finite loss stops the run")
+OVERWRITE_HELP = "replace existing prediction files (result.json, predictions.csv/.jsonl, metrics.json)"
 CHECK_FEATURES_HELP = ("before training (or predicting), check that every image of every split the run reads has its "
                        "feature file, and exit with an error listing the missing ones (one stat per image)")
 
@@ -121,6 +125,8 @@ def training_parser(description: str, **defaults) -> argparse.ArgumentParser:
     g.add_argument("--max_seq_length", type=int, default=PAPER_DEFAULTS["max_seq_length"])
     g.add_argument("--text_only", action="store_true",
                    help="mask every region out (visual_attention_mask = 0): a text-only baseline")
+    g.add_argument("--max_nonfinite_steps", type=int, default=0, help=MAX_NONFINITE_HELP)
+    g.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     for key, value in defaults.items():
         parser.set_defaults(**{key: value})
     return parser
@@ -136,13 +142,23 @@ def prediction_parser(description: str) -> argparse.ArgumentParser:
                         help="instead of --model_dir: a model exported by tools/export_model.py (a paddle.inference "
                              "predictor on CPU; VQA2 and NLVR2 heads)")
     parser.add_argument("--output_dir", required=True, help="where predictions and metrics.json are written")
-    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--batch_size", type=positive_int, default=64)
     parser.add_argument("--vocab_file", default=None)
     parser.add_argument("--max_seq_length", type=int, default=PAPER_DEFAULTS["max_seq_length"])
     parser.add_argument("--num_workers", type=int, default=0, help=NUM_WORKERS_HELP)
     parser.add_argument("--check_features", action="store_true", help=CHECK_FEATURES_HELP)
     parser.add_argument("--text_only", action="store_true", help="mask every region out (as the model was trained)")
+    parser.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     return parser
+
+
+def check_prediction_outputs(output_dir: str, names, overwrite: bool) -> None:
+    """Raises :class:`RefusedError` when one of the prediction files ``names`` exists in ``output_dir`` and
+    ``--overwrite`` was not given (before the model runs)."""
+    problem = None if overwrite else existing_outputs_problem([os.path.join(output_dir, n) for n in names])
+    if problem:
+        raise RefusedError(problem)
 
 
 def require_path(path: str | None, what: str, kind: str = "any") -> None:
@@ -175,14 +191,76 @@ def check_model_args(args: argparse.Namespace) -> None:
         require_path(args.vocab_file, "--vocab_file", "file")
 
 
+def project_error_types() -> tuple:
+    """The exceptions that carry a message for the user (bad input, refused request, data error, a stopped run):
+    :func:`main_wrapper` prints them as one line. Imported here, not at module level, to keep ``cli`` light."""
+    from .contest_compat import ContestArgsError
+    from .data.errors import DataFormatError
+    from .data.loader import LoaderWorkerError
+    from .safety import NonFiniteLossError
+
+    return (UsageError, RefusedError, DataFormatError, ContestArgsError, FileNotFoundError, NonFiniteLossError,
+            LoaderWorkerError)
+
+
+# Exit statuses: 2 = bad input or a refused request (the user must change something before rerunning); 1 = the run
+# stopped at run time (non-finite loss, a dead or stuck loader worker); 128 + N = stopped by signal N.
+RUNTIME_ERRORS = ("NonFiniteLossError", "LoaderWorkerError")
+
+
+def _raised_by_us(err: BaseException) -> bool:
+    """bool: the innermost frame of ``err``'s traceback is in this package or a script of this repository (a
+    ValueError we raised for bad input, not one from inside paddle or numpy)."""
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return False
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.path.abspath(tb.tb_frame.f_code.co_filename)
+    return path.startswith(root + os.sep) and os.sep + "site-packages" + os.sep not in path[len(root):]
+
+
+def error_status(err: BaseException) -> int | None:
+    """The exit status :func:`main_wrapper` gives ``err`` (None: an unexpected error, shown with its traceback)."""
+    if isinstance(err, RunInterrupted):
+        return err.exit_status
+    if isinstance(err, project_error_types()):
+        return 1 if type(err).__name__ in RUNTIME_ERRORS else 2
+    if isinstance(err, ValueError) and _raised_by_us(err):
+        return 2
+    return None
+
+
 def main_wrapper(main: Callable[[], int | None]) -> None:
-    """Runs ``main()``; a :class:`UsageError` (or missing file) becomes ``error: ...`` on stderr and exit 2."""
+    """Runs ``main()`` with SIGINT/SIGTERM turned into a prompt stop (:class:`visualbert.safety.StopSignals`; the
+    engine defers them while a checkpoint is written).
+
+    Every error the project raises for the user (see :func:`error_status`) becomes ONE line ``error: ...`` on stderr
+    and exit status 2 (bad input, refused request) or 1 (non-finite loss, loader worker died); a signal exits
+    128 + its number. ``--debug`` prints the traceback first (and a loader worker's own traceback). Other
+    exceptions are bugs: traceback, exit 1.
+    """
+    debug = "--debug" in sys.argv[1:]
     try:
-        code = main()
-    except (UsageError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except Exception:
-        traceback.print_exc()
-        sys.exit(1)
+        with StopSignals():
+            code = main()
+    except (Exception, KeyboardInterrupt) as err:
+        status = error_status(err)
+        if status is None:
+            if isinstance(err, KeyboardInterrupt):
+                print("error: interrupted", file=sys.stderr)
+                sys.exit(130)
+            traceback.print_exc()
+            sys.exit(1)
+        if debug:
+            traceback.print_exc()
+            worker_tb = getattr(err, "worker_traceback", None)
+            if worker_tb:
+                print(f"loader worker traceback:\n{worker_tb}", file=sys.stderr, end="")
+        message = str(err).strip() or type(err).__name__
+        if isinstance(err, RunInterrupted):
+            message += " (the newest complete checkpoint is kept; continue with --resume_from latest)"
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(status)
     sys.exit(code or 0)

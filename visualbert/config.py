@@ -57,6 +57,7 @@ class TrainConfig:
     num_workers: int = 0
     disable_tqdm: bool = False
     text_only: bool = False
+    max_nonfinite_steps: int = 0
     train_split: str | None = None
     eval_split: str | None = None
     arguments: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -77,7 +78,11 @@ class TrainConfig:
             raise UsageError(f"--resume_from {self.resume_from!r} does not exist")
         from .rundir import check_output_dir
 
-        check_output_dir(self.output_dir, self.resume_from, self.overwrite_output_dir)
+        from .rundir import run_inputs
+
+        if self.max_nonfinite_steps < 0:
+            raise UsageError(f"--max_nonfinite_steps must be >= 0, got {self.max_nonfinite_steps}")
+        check_output_dir(self.output_dir, self.resume_from, self.overwrite_output_dir, run_inputs(self.arguments))
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, task: Any) -> "TrainConfig":

@@ -43,13 +43,16 @@ import numpy as np
 import paddle
 
 from . import accel
-from .checkpoints import load_checkpoint, resolve_resume, rotate_checkpoints, save_checkpoint, save_model_dir
+from .checkpoints import load_checkpoint, resume_checkpoint, rotate_checkpoints, save_checkpoint, save_model_dir
 from .cli import UsageError
 from .config import TrainConfig
 from .data.collate import LABEL_KEYS, TENSOR_KEYS, Collator
+from .data.loader import BatchLoader, sequential_batches
 from .distributed import init_distributed, rank, world_size
 from .fileio import append_jsonl, to_json
-from .rundir import METRICS_FILE, prepare_output_dir, write_args_json
+from .rundir import METRICS_FILE, args_json_content, args_record, prepare_output_dir, run_inputs, write_args_json
+from .safety import (NonFiniteGuard, NonFiniteLossError, batch_example_ids, deferred_signals, non_finite_parameters,
+                     truncate_metrics)
 
 logger = logging.getLogger("visualbert.engine")
 
@@ -165,37 +168,25 @@ class ShardedShuffleBatchSampler:
         return math.ceil(padded / (self.batch_size * self.world_size)) - self.skip
 
 
-class _EpochDataset(paddle.io.Dataset):
-    """Wraps a dataset of numpy dicts so that paddle's DataLoader can index it."""
+def make_loader(dataset, batch_sampler, collate_fn: Callable, num_workers: int = 0) -> BatchLoader:
+    """The batches of ``batch_sampler`` over ``dataset`` (``--num_workers``, default 0 = in the calling thread).
 
-    def __init__(self, dataset):
-        super().__init__()
-        self.dataset = dataset
-
-    def __getitem__(self, index):
-        return self.dataset[index]
-
-    def __len__(self):
-        return len(self.dataset)
-
-
-def make_loader(dataset, batch_sampler, collate_fn: Callable, num_workers: int = 0) -> paddle.io.DataLoader:
-    """A DataLoader over ``dataset`` (``--num_workers``, default 0 = in the main process).
-
-    A new loader is built per epoch (and :func:`eval_batches` per evaluation). Workers are not made persistent on
-    purpose: ``dataset.set_epoch`` runs in the main process and persistent workers would keep the previous epoch's
-    copy (stale MLM / pair draws). Paddle's DataLoader has been seen to hang occasionally when several loaders with
-    workers are created in one process, which is why the scripts default to 0 workers.
+    :class:`visualbert.data.loader.BatchLoader`, not paddle's DataLoader: paddle's reads in a background thread
+    even with 0 workers and blocks forever when the dataset raises (see the loader's docstring). With 0 workers a
+    data error propagates as it is; with N workers it is re-raised in the main process and the workers end. A new
+    loader is built per epoch (and :func:`eval_batches` per evaluation) because ``dataset.set_epoch`` runs in the
+    main process and persistent workers would keep the previous epoch's copy (stale MLM / pair draws).
     """
-    return paddle.io.DataLoader(_EpochDataset(dataset), batch_sampler=batch_sampler, collate_fn=collate_fn,
-                                num_workers=num_workers, use_shared_memory=False)
+    return BatchLoader(dataset, batch_sampler, collate_fn, num_workers=num_workers)
 
 
-def eval_batches(dataset, collate_fn: Callable, batch_size: int, num_workers: int = 0) -> paddle.io.DataLoader:
-    """Sequential, unshuffled batches over the whole dataset (for evaluation and prediction on one process)."""
-    sampler = paddle.io.BatchSampler(_EpochDataset(dataset), batch_size=batch_size, shuffle=False, drop_last=False)
-    return paddle.io.DataLoader(_EpochDataset(dataset), batch_sampler=sampler, collate_fn=collate_fn,
-                                num_workers=num_workers, use_shared_memory=False)
+def eval_batches(dataset, collate_fn: Callable, batch_size: int, num_workers: int = 0) -> BatchLoader:
+    """Sequential, unshuffled batches over the whole dataset (for evaluation and prediction on one process).
+
+    Raises:
+        ValueError: ``batch_size`` < 1.
+    """
+    return BatchLoader(dataset, sequential_batches(len(dataset), batch_size), collate_fn, num_workers=num_workers)
 
 
 def mask_regions(batch: dict) -> dict:
@@ -381,6 +372,7 @@ class Trainer:
                       "metric_for_best": config.metric_for_best, "greater_is_better": config.greater_is_better}
         self.log = RunLogger(os.path.join(self.output_dir, METRICS_FILE), enabled=self.is_main,
                              callbacks=self.callbacks)
+        self.args_json = None  # args.json content, written by train() once a resume is accepted (set by fit)
         self.wrapped = self.model
         if self.world_size > 1:
             init_distributed()
@@ -403,9 +395,11 @@ class Trainer:
             for callback in self.callbacks:
                 callback.on_save_partial(self, step, tmp_dir)
 
-        path = save_checkpoint(self.output_dir, self.state, self.model, self.optimizer, self.scheduler, self.scaler,
-                               self.param_names, self._fp32_weights(), on_partial=partial)
-        rotate_checkpoints(self.output_dir, self.config.save_total_limit)
+        weights = self._finite_weights(f"checkpoint step_{step}")
+        with deferred_signals():  # a SIGINT/SIGTERM now stops the run after the rename, never half-way
+            path = save_checkpoint(self.output_dir, self.state, self.model, self.optimizer, self.scheduler, self.scaler,
+                                   self.param_names, weights, on_partial=partial)
+            rotate_checkpoints(self.output_dir, self.config.save_total_limit)
         logger.info("saved checkpoint %s", path)
         for callback in self.callbacks:
             callback.on_save(self, step, path)
@@ -416,6 +410,25 @@ class Trainer:
         if not (self.amp.enabled and self.amp.level == "O2"):
             return None
         return accel.fp32_state_dict(self.model, self.optimizer)
+
+    def _finite_weights(self, what: str):
+        """:meth:`_fp32_weights`, after checking that the weights about to be saved as ``what`` are finite.
+
+        Raises:
+            NonFiniteLossError: naming the first non-finite parameters (nothing is saved).
+        """
+        weights = self._fp32_weights()
+        bad = non_finite_parameters(weights if weights is not None else self.model.state_dict())
+        if bad:
+            raise NonFiniteLossError(f"not saving {what}: {len(bad)} parameter(s) hold NaN or inf at step "
+                                     f"{self.state['global_step']} (first: {', '.join(bad[:3])})")
+        return weights
+
+    def _save_model_dir(self, name: str, extra_json: Mapping[str, Any]) -> None:
+        """Saves ``best/`` or ``final/`` (finite weights only; signals deferred until it is in place)."""
+        weights = self._finite_weights(f"{name}/")
+        with deferred_signals():
+            save_model_dir(self.model, os.path.join(self.output_dir, name), extra_json, state_dict=weights)
 
     def load_checkpoint(self, path: str) -> None:
         """Restores model, optimizer, scheduler, RNG and counters from ``step_<N>/``."""
@@ -449,9 +462,7 @@ class Trainer:
         if key and key in metrics and metrics[key] is not None and self._is_better(metrics[key]):
             self.state["best_metric"] = float(metrics[key])
             self.state["best_step"] = step
-            save_model_dir(self.model, os.path.join(self.output_dir, "best"),
-                           {"best.json": {"step": step, key: float(metrics[key]), "metrics": metrics}},
-                           state_dict=self._fp32_weights())
+            self._save_model_dir("best", {"best.json": {"step": step, key: float(metrics[key]), "metrics": metrics}})
         return metrics
 
     # ------------------------------------------------------------------ training
@@ -462,9 +473,14 @@ class Trainer:
     def train(self) -> dict:
         """Trains to ``total_steps`` (resuming if asked) and returns the final trainer state."""
         config = self.config
-        resume = resolve_resume(config.resume_from, self.output_dir)
-        if resume:
-            self.load_checkpoint(resume)
+        resume_checkpoint(config.resume_from, self.output_dir, self.load_checkpoint)
+        if self.is_main:
+            # the resume is accepted: only now args.json gets this invocation's record, and the log loses the
+            # records of steps the run will do again
+            if self.args_json is not None:
+                write_args_json(self.output_dir, self.args_json)
+            truncate_metrics(self.log.path, self.state["global_step"])
+        guard = NonFiniteGuard(config.max_nonfinite_steps, loss_scaling=self.scaler is not None)
         self.state["total_steps"] = self.total_steps
         self.model.train()
         accum = config.gradient_accumulation_steps
@@ -494,7 +510,9 @@ class Trainer:
                 with sync:
                     loss = self._forward(batch)
                     accel.backward(loss / group, self.scaler)  # scaled by the loss scale for float16 AMP
-                window_loss += float(loss)
+                loss_value = float(loss)
+                guard.check(loss_value, self.state["global_step"] + 1, batch_example_ids(batch))
+                window_loss += loss_value
                 window_batches += 1
                 batch_index += 1
                 if not last_of_group:
@@ -533,8 +551,7 @@ class Trainer:
         if progress is not None:
             progress.close()
         if self.is_main:
-            save_model_dir(self.model, os.path.join(self.output_dir, "final"), {"trainer_state.json": dict(self.state)},
-                           state_dict=self._fp32_weights())
+            self._save_model_dir("final", {"trainer_state.json": dict(self.state)})
         for callback in self.callbacks:
             callback.on_train_end(self)
         return dict(self.state)
@@ -554,13 +571,13 @@ def fit(config: TrainConfig, model: paddle.nn.Layer, train_dataset, eval_dataset
             return evaluate(m, task, eval_dataset, config.eval_batch_size, collate_fn, config.text_only,
                             config.num_workers)
     trainer = Trainer(config, model, train_dataset, collate_fn, evaluate_fn=evaluate_fn, callbacks=callbacks)
-    prepare_output_dir(config.output_dir, config.resume_from, config.overwrite_output_dir)
+    prepare_output_dir(config.output_dir, config.resume_from, config.overwrite_output_dir, run_inputs(config.arguments))
     if trainer.is_main:
         extra = {"num_train_examples": len(train_dataset), "num_eval_examples": len(eval_dataset) if eval_dataset else 0,
                  "total_steps": trainer.total_steps, "visual_embedding_dim": model.config.visual_embedding_dim,
                  "model_class": type(model).__name__, "config": model.config.to_dict()}
         extra.update(metadata or {})
-        write_args_json(config.output_dir, config.arguments, extra)
+        trainer.args_json = args_json_content(config.output_dir, args_record(config.arguments, extra))
     logger.info("training %s on %d examples for %d steps (%d per epoch) -> %s", type(model).__name__,
                 len(train_dataset), trainer.total_steps, trainer.updates_per_epoch, os.path.abspath(config.output_dir))
     return trainer.train()

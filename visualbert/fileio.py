@@ -19,9 +19,10 @@ import numpy as np
 
 
 def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    # read from /proc, not os.umask(0) + os.umask(mask), which changes it for a moment for every thread
+    from .safety import current_umask
+
+    return current_umask()
 
 
 def fsync_dir(path: str) -> None:

@@ -466,7 +466,9 @@ class VisualBertPreTrainedModel(nn.Layer):
         if config is None:
             config = VisualBertConfig.from_pretrained(pretrained_dir, **config_overrides)
         model = cls(config)
-        state_dict = paddle.load(weights_path)
+        from .safety import load_paddle_file  # a truncated file: one line naming it, not paddle's parse error
+
+        state_dict = load_paddle_file(weights_path, "model weights")
         info = model.load_weights(state_dict, ignore_mismatched_sizes=ignore_mismatched_sizes, source=weights_path)
         model.eval()
         return (model, info) if output_loading_info else model

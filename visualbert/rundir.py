@@ -4,7 +4,6 @@ metadata file ``args.json`` (arguments, git commit, package versions)."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from .checkpoints import list_checkpoints
 from .cli import UsageError
 from .distributed import is_main_process, world_size
 from .fileio import write_json
+from .safety import RefusedError, append_args_record, clear_run_dir, overwrite_problem, remove_stale_temporaries
 
 ARGS_FILE = "args.json"
 METRICS_FILE = "metrics.jsonl"
@@ -45,8 +45,9 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def write_args_json(output_dir: str, arguments: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> None:
-    """Writes ``args.json``: the command-line arguments, argv, git commit, package versions, world size, time."""
+def args_record(arguments: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> dict:
+    """This invocation's ``args.json`` record: the command-line arguments, argv, git commit, package versions, world
+    size, time (and ``extra``)."""
     commit, dirty = git_commit()
     payload = {
         "args": dict(sorted(arguments.items())),
@@ -58,7 +59,27 @@ def write_args_json(output_dir: str, arguments: Mapping[str, Any], extra: Mappin
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     payload.update(extra or {})
-    write_json(os.path.join(output_dir, ARGS_FILE), payload, sort_keys=False)
+    return payload
+
+
+def args_json_content(output_dir: str, record: Mapping[str, Any]) -> Any:
+    """What ``args.json`` holds once ``record`` is added: the record itself for a new run; for a later invocation
+    (a resume) the existing records, untouched, followed by this one (a list). Call it before training starts: a
+    corrupt ``args.json`` is a :class:`~visualbert.safety.RefusedError` then, with nothing written."""
+    records = append_args_record(os.path.join(output_dir, ARGS_FILE), dict(record))
+    return records[0] if len(records) == 1 else records
+
+
+def write_args_json(output_dir: str, content: Any) -> None:
+    """Writes ``args.json`` (:func:`args_json_content`) atomically."""
+    write_json(os.path.join(output_dir, ARGS_FILE), content, sort_keys=False)
+
+
+def run_inputs(arguments: Mapping[str, Any]) -> list[str]:
+    """list[str]: the paths a run reads: every argument value (but ``--output_dir``) naming an existing file or
+    directory (feature roots, annotation directories, models, vocabularies, ``--resume_from``)."""
+    return [value for key, value in arguments.items()
+            if key != "output_dir" and isinstance(value, str) and value and os.path.exists(value)]
 
 
 def holds_run(path: str) -> bool:
@@ -67,9 +88,10 @@ def holds_run(path: str) -> bool:
                                     or os.path.exists(os.path.join(path, METRICS_FILE)) or bool(list_checkpoints(path)))
 
 
-def check_output_dir(output_dir: str, resume_from: str | None, overwrite: bool) -> None:
+def check_output_dir(output_dir: str, resume_from: str | None, overwrite: bool, inputs=()) -> None:
     """Raises :class:`UsageError` when ``output_dir`` is a file, or holds another run that is neither resumed nor to
-    be overwritten."""
+    be overwritten; :class:`~visualbert.safety.RefusedError` when ``--overwrite_output_dir`` would clear a directory
+    that is not a run of ours or holds one of the run's ``inputs`` (:func:`visualbert.safety.overwrite_problem`)."""
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise UsageError(f"--output_dir {output_dir!r} is a file")
     inside = bool(resume_from) and os.path.abspath(resume_from).startswith(os.path.abspath(output_dir) + os.sep)
@@ -77,14 +99,18 @@ def check_output_dir(output_dir: str, resume_from: str | None, overwrite: bool) 
     if holds_run(output_dir) and not resuming_here and not overwrite:
         raise UsageError(f"--output_dir {output_dir!r} already holds a run (args.json / metrics.jsonl / step_<N>); pass "
                          "--overwrite_output_dir to replace it or --resume_from latest to continue it")
+    problem = overwrite_problem(output_dir, inputs) if overwrite and not resume_from else None
+    if problem:
+        raise RefusedError(problem)
 
 
-def prepare_output_dir(output_dir: str, resume_from: str | None, overwrite: bool) -> None:
-    """Clears (``overwrite`` and not resuming) and creates the output directory; rank 0 only."""
+def prepare_output_dir(output_dir: str, resume_from: str | None, overwrite: bool, inputs=()) -> None:
+    """Clears (``overwrite`` and not resuming; only a run of ours that holds none of ``inputs``:
+    :func:`visualbert.safety.clear_run_dir`) and creates the output directory, and removes what interrupted writes
+    of dead processes left in it (:func:`visualbert.safety.remove_stale_temporaries`); rank 0 only."""
     if not is_main_process():
         return
     if overwrite and os.path.isdir(output_dir) and not resume_from:
-        for name in os.listdir(output_dir):
-            path = os.path.join(output_dir, name)
-            shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+        clear_run_dir(output_dir, inputs)
     os.makedirs(output_dir, exist_ok=True)
+    remove_stale_temporaries(output_dir)

@@ -17,13 +17,14 @@ from argparse import ArgumentParser, Namespace
 
 import numpy as np
 
-from .cli import UsageError, require_path
+from .cli import UsageError, check_prediction_outputs, require_path
 from .constants import IGNORE_INDEX
 from .engine import predict
 from .fileio import write_json
 from .metrics import nlvr2_metrics, vcr_metrics, vqa_official_accuracy, vqa_predict, vqa_soft_accuracy, write_nlvr2_predictions
 from .modeling import (VisualBertForMultipleChoice, VisualBertForPreTraining, VisualBertForQuestionAnswering,
                        VisualBertForVisualReasoning)
+from .safety import probability
 
 
 def checked(args: Namespace, dataset):
@@ -98,9 +99,12 @@ class VQA2(Task):
             except ValueError as err:
                 raise UsageError(str(err)) from None
         width = None  # accept any width; it is checked against the model instead
-        return checked(args, VQA2Dataset(files, args.features, tokenizer, answers_file=args.answers_file,
-                                         max_seq_length=args.max_seq_length, task=task, seed=getattr(args, "seed", 0),
-                                         feature_dim=width))
+        dataset = checked(args, VQA2Dataset(files, args.features, tokenizer, answers_file=args.answers_file,
+                                            max_seq_length=args.max_seq_length, task=task, seed=getattr(args, "seed", 0),
+                                            feature_dim=width))
+        if task == "vqa" and split == getattr(args, "train_split", None):
+            dataset.check_answer_coverage()  # logged; too few in-vocabulary answers = all-zero targets: an error
+        return dataset
 
     @staticmethod
     def answer_types(dataset) -> list[str]:
@@ -141,6 +145,7 @@ class VQA2(Task):
 
     @classmethod
     def predict(cls, model, dataset, args: Namespace, collate_fn=None):
+        check_prediction_outputs(args.output_dir, ("result.json", "metrics.json"), getattr(args, "overwrite", False))
         arrays, meta, _ = predict(model, dataset, args.batch_size, collate_fn, args.text_only, args.num_workers)
         answers = meta.get("answers") if dataset.has_answers else None
         _, pred_str, metrics = cls.scores(dataset, arrays["logits"], answers, mask_unk=False)
@@ -223,6 +228,7 @@ class NLVR2(Task):
 
     @classmethod
     def predict(cls, model, dataset, args: Namespace, collate_fn=None):
+        check_prediction_outputs(args.output_dir, ("predictions.csv", "metrics.json"), getattr(args, "overwrite", False))
         arrays, _, _ = predict(model, dataset, args.batch_size, collate_fn, args.text_only, args.num_workers)
         predictions, metrics = cls.scores(dataset, arrays["logits"])
         os.makedirs(args.output_dir, exist_ok=True)
@@ -325,7 +331,7 @@ class Pretrain(Task):
                        help="coco_captions: drop from the training split every image of this VQA imdb (e.g. "
                             "imdb_minival2014.npy; its entries' image_name), as the original exclude_minival")
         g.add_argument("--max_regions", type=int, default=None, help="cap on regions per image")
-        g.add_argument("--mask_prob", type=float, default=0.15)
+        g.add_argument("--mask_prob", type=probability, default=0.15)
 
     DEFAULT_SPLITS = {"coco_captions": ("train2014", "val2014"), "vqa2": ("trainval", "minival"), "nlvr2": ("train", "dev")}
 
