@@ -19,10 +19,9 @@ import numpy as np
 
 
 def _umask() -> int:
-    # read from /proc, not os.umask(0) + os.umask(mask), which changes it for a moment for every thread
-    from .safety import current_umask
-
-    return current_umask()
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def fsync_dir(path: str) -> None:
