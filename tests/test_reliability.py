@@ -112,7 +112,8 @@ def test_sigterm_stops_training_with_workers_and_keeps_complete_checkpoints(data
                                                             "--logging_steps", "1", "--num_workers", "2",
                                                             "--output_dir", out, "--no_eval"]
     env = dict(os.environ, PYTHONPATH=ROOT)
-    proc = subprocess.Popen([sys.executable] + argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    log = open(f"{data}/stderr.txt", "w+")  # a file, not a pipe: a full pipe would block the run, not the signal
+    proc = subprocess.Popen([sys.executable] + argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log,
                             text=True, start_new_session=True)
     try:
         deadline = time.time() + 200
@@ -121,10 +122,12 @@ def test_sigterm_stops_training_with_workers_and_keeps_complete_checkpoints(data
         assert list_checkpoints(out), "no checkpoint within 200 s"
         proc.send_signal(signal.SIGTERM)
         sent = time.time()
-        _, err = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         pytest.fail("HANG: SIGTERM did not stop the run within 60 s")
+    log.seek(0)
+    err = log.read()
     assert time.time() - sent < 30
     assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
     assert error_line(err).startswith("error: stopped by SIGTERM")

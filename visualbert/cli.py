@@ -243,6 +243,13 @@ def main_wrapper(main: Callable[[], int | None]) -> None:
     """
     debug = "--debug" in sys.argv[1:]
     try:
+        # Importing paddlenlp resets SIGTERM to SIG_DFL at the C level (paddlenlp 3.x; Python's signal.getsignal
+        # still reports the previous handler), so that a SIGTERM would kill the run without a word and without
+        # deferring to a checkpoint write: import it before StopSignals installs its handlers.
+        import paddlenlp  # noqa: F401
+    except ImportError:
+        pass
+    try:
         with StopSignals():
             code = main()
     except (Exception, KeyboardInterrupt) as err:
