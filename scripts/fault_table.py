@@ -30,6 +30,8 @@ TINY = ["--hidden_size", "32", "--num_hidden_layers", "1", "--num_attention_head
 DIM = 32
 VQA_FILE = "detectron_fix_100/fc6/vqa/train2014/COCO_train2014_000000000005.npy"
 TEST_FILE = "detectron_fix_100/fc6/vqa/test2015/COCO_test2015_000000000017.npy"
+NLVR2_FILE = "detectron_fix_144/train/feature_1024dim/train-0-0-img1.png.npy"
+VCR_FILE = "vcr/features/synthetic_movie_train/clip_0000@0.npy"
 
 
 def vqa(b):
@@ -167,6 +169,55 @@ def cases(trained):
         (66, "missing --features root", None,
          lambda b: train_vqa + vqa(b)[:2] + ["--features", "/nonexistent", "--train_split", "train"] + TINY + out(b), 2,
          "/nonexistent", None),
+        # added in phase 2
+        (9, "NLVR2 feature file missing", lambda b: os.remove(f"{b}/{NLVR2_FILE}"),
+         lambda b: ["NLVR2/run_nlvr2.py"] + nlvr2(b) + TINY + out(b), 2, "train-0-0-img1.png.npy does not exist", None),
+        (11, "VCR feature file missing", lambda b: os.remove(f"{b}/{VCR_FILE}"),
+         lambda b: ["VCR/run_vcr.py"] + vcr(b) + TINY + out(b), 2, "does not exist", None),
+        (22, "--output_dir containing --model_name_or_path", lambda b: shutil.copytree(f"{trained}/vqa/final",
+                                                                                      f"{b}/out/model"),
+         lambda b: train_vqa + vqa(b) + TINY + out(b) + ["--model_name_or_path", f"{b}/out/model",
+                                                         "--overwrite_output_dir"], 2, "holds an input",
+         lambda b: [f"{b}/out/model"]),
+        (23, "--overwrite_output_dir on a run of ours", lambda b: shutil.copytree(f"{trained}/vqa", f"{b}/out"),
+         lambda b: train_vqa + vqa(b) + TINY + out(b) + ["--overwrite_output_dir"], 0, None, None),
+        (24, "a run of ours plus a user file", lambda b: (shutil.copytree(f"{trained}/vqa", f"{b}/out"),
+                                                         _write(f"{b}/out/notes.txt", "mine")),
+         lambda b: train_vqa + vqa(b) + TINY + out(b) + ["--overwrite_output_dir"], 2, "notes.txt",
+         lambda b: [f"{b}/out/notes.txt", f"{b}/out/args.json"]),
+        (25, "a resume that is rejected (other --batch_size)", lambda b: shutil.copytree(f"{trained}/vqa", f"{b}/out"),
+         lambda b: train_vqa + vqa(b) + TINY + out(b) + ["--resume_from", "latest", "--batch_size", "2"], 2,
+         "was written by a run of", lambda b: [f"{b}/out/args.json"]),
+        (35, "VCR predict onto an existing predictions.jsonl", lambda b: _write(f"{b}/predictions.jsonl", "{}\n"),
+         lambda b: ["VCR/run_predict.py", "--model_dir", f"{trained}/vcr/final", "--split", "val"] + vcr(b)
+         + ["--output_dir", b], 2, "exists already", lambda b: [f"{b}/predictions.jsonl"]),
+        (36, "--output_dir is a file", lambda b: _write(f"{b}/f", "x"),
+         lambda b: train_vqa + vqa(b) + TINY + ["--output_dir", f"{b}/f"], 2, "is a file", lambda b: [f"{b}/f"]),
+        (49, "null NLVR2 sentence", lambda b: rewrite_jsonl(f"{b}/nlvr2/train.json", 2, sentence=None),
+         lambda b: ["NLVR2/run_nlvr2.py"] + nlvr2(b) + TINY + out(b), 2, "is null", None),
+        (53, "--mask_prob -0.1", None,
+         lambda b: ["run_pretrain.py", "--dataset", "nlvr2"] + nlvr2(b) + TINY + out(b) + ["--mask_prob", "-0.1"], 2,
+         "probability", None),
+        (55, "--max_seq_length 2", None,
+         lambda b: train_vqa + vqa(b) + TINY + out(b) + ["--max_seq_length", "2"], 2, "leaves no room", None),
+        (57, "non-finite loss (--learning_rate 1e30)", None,
+         lambda b: train_vqa + vqa(b) + TINY + out(b) + ["--learning_rate", "1e30", "--max_grad_norm", "0"], 1,
+         "training loss is nan", None),
+        (60, "--batch_size 0 at training", None,
+         lambda b: train_vqa + vqa(b) + TINY + out(b) + ["--batch_size", "0"], 2, "--batch_size must be positive", None),
+        (64, "truncated weights in the latest checkpoint at resume",
+         lambda b: (shutil.copytree(f"{trained}/vqa", f"{b}/out"), _truncate(f"{b}/out/step_9/model_state.pdparams")),
+         lambda b: train_vqa + vqa(b) + TINY + out(b) + ["--resume_from", "latest"], 0, None, None),
+        (67, "missing --answers_file", None,
+         lambda b: train_vqa + vqa(b) + TINY + out(b) + ["--answers_file", "/nope.txt"], 2, "/nope.txt", None),
+        (74, "corrupt trainer_state.json in the latest checkpoint",
+         lambda b: (shutil.copytree(f"{trained}/vqa", f"{b}/out"), _write(f"{b}/out/step_9/trainer_state.json", "{")),
+         lambda b: train_vqa + vqa(b) + TINY + out(b) + ["--resume_from", "latest"], 0, None, None),
+        (75, "every checkpoint corrupt, --resume_from latest",
+         lambda b: (shutil.copytree(f"{trained}/vqa", f"{b}/out"),
+                    [_write(f"{b}/out/step_{s}/trainer_state.json", "{") for s in (2, 4, 6, 8, 9)]),
+         lambda b: train_vqa + vqa(b) + TINY + out(b) + ["--resume_from", "latest"], 2, "no usable checkpoint",
+         lambda b: [f"{b}/out/args.json"]),
     ]
 
 
