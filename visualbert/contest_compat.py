@@ -10,21 +10,46 @@ Two things, both pure functions of the command line and the file system, used be
   ``$PPNLP_HOME/datasets/{VQA2,NLVR2,COCOCaptions}``) to our data flags (``--imdb_dir``, ``--features`` ...),
   checking up front that each resolved directory exists.
 
-A script opts in with one line before parsing: ``argv = translate_contest_argv(argv, script="vqa2")``.
-Flags of ours pass through untouched and win over anything derived from the contest layout.
+No script calls them: :class:`visualbert.cli.ScriptParser` (the parser of every training and predict script)
+translates before it parses, for the scripts the contest port had (:func:`contest_script`). Flags of ours pass
+through untouched and win over anything derived from the contest layout.
 """
 
 import os
 import sys
 from dataclasses import dataclass
 
+from .cli import UsageError
+
 SCRIPTS = ("vqa2", "nlvr2", "pretrain", "vqa2_predict", "nlvr2_predict")
+# (parser kind, title of the task's data argument group in visualbert/tasks.py) -> the contest port's script.
+CONTEST_SCRIPTS = {("train", "VQA2 data"): "vqa2", ("train", "NLVR2 data"): "nlvr2",
+                   ("train", "pretraining data"): "pretrain", ("predict", "VQA2 data"): "vqa2_predict",
+                   ("predict", "NLVR2 data"): "nlvr2_predict"}
 TRUE_WORDS = ("1", "true", "t", "yes", "y", "on")
 FALSE_WORDS = ("0", "false", "f", "no", "n", "off")
 
 
-class ContestArgsError(ValueError):
-    """A contest-port flag or layout that cannot be translated; the message is one line for the user."""
+class ContestArgsError(UsageError):
+    """A contest-port flag or layout that cannot be translated; the message is one line for the user (``error: ...``,
+    exit status 2, as every :class:`~visualbert.cli.UsageError`)."""
+
+
+def contest_script(kind, group_titles):
+    """The contest port's script a parser stands for, or None (VCR, Flickr30K and tools had no contest counterpart).
+
+    Args:
+        kind (str): ``"train"`` or ``"predict"`` (:class:`visualbert.cli.ScriptParser`).
+        group_titles (iterable[str]): the titles of the parser's argument groups (the task adds its data group).
+
+    Returns:
+        str or None: one of :data:`SCRIPTS`.
+    """
+    for title in group_titles:
+        script = CONTEST_SCRIPTS.get((kind, title))
+        if script is not None:
+            return script
+    return None
 
 
 @dataclass(frozen=True)
@@ -310,8 +335,8 @@ def _fold_warmup(out, steps, proportion, notify):
 # image_feature_type → (feature directory under <input_dir>/data, region width, max regions)
 IMAGE_FEATURE_TYPES = {
     "coco_detectron_fix_100": ("detectron_fix_100", 2048, 100),
-    # COCO images for the NLVR2 line: the contest keeps them as flat COCO_<set>_<id>.npy files per set.
-    "coco_detectron_fix_144": (os.path.join("detectron_fix_144", "nlvr2", "train", "feature_1024dim"), 1024, 144),
+    # COCO images for the NLVR2 line, under nlvr2/{train,val}/feature_1024dim: our nlvr2 feature layout reads them.
+    "coco_detectron_fix_144": ("detectron_fix_144", 1024, 144),
     "nlvr2_detectron_fix_144": ("detectron_fix_144", 1024, 144),
 }
 # The feature type each contest dataset / task reads when the command does not say.
@@ -373,7 +398,7 @@ def resolve_contest_layout(script, input_dir=None, image_feature_type=None, data
 
     Returns:
         dict[str, str]: our flag → value (``--imdb_dir``, ``--answers_file``, ``--data_dir``, ``--features``,
-        ``--max_regions``, ``--eval_split``), every path checked to exist.
+        ``--max_regions``), every path checked to exist.
 
     Raises:
         ContestArgsError: a missing directory (named, with what it should hold), or a feature type the task
@@ -414,14 +439,14 @@ def resolve_contest_layout(script, input_dir=None, image_feature_type=None, data
     sub, _width, max_regions = IMAGE_FEATURE_TYPES[feature_type]
     out["--features"] = _existing_dir(os.path.join(input_dir, "data", sub),
                                       f"--input_dir {input_dir}: the {feature_type} features")
+    if feature_type == "coco_detectron_fix_144":
+        _existing_dir(os.path.join(out["--features"], "nlvr2"), f"--input_dir {input_dir}: the {feature_type} "
+                      "features (nlvr2/train/feature_1024dim and nlvr2/val/feature_1024dim, holding COCO_*.npy)")
     if script == "pretrain" and "--max_regions" not in given:
         out["--max_regions"] = str(max_regions)
-    if feature_type == "coco_detectron_fix_144" and "--eval_split" not in given:
-        # Only the train2014 folder fits one feature root; the contest port never evaluated during pre-training.
-        out["--eval_split"] = ""
     return out
 
 
-__all__ = ["translate_contest_argv", "resolve_contest_layout", "is_contest_command", "paddlenlp_data_home",
+__all__ = ["translate_contest_argv", "resolve_contest_layout", "is_contest_command", "contest_script", "paddlenlp_data_home",
            "ContestArgsError", "ContestFlag", "CONTEST_FLAGS", "CHANGED_MEANING", "CHANGED_DEFAULTS",
            "IMAGE_FEATURE_TYPES"]
