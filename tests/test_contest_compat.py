@@ -301,14 +301,17 @@ def test_contest_predict_commands_match_the_contest_model(contest, tmp_path, mon
 
     monkeypatch.setenv("PPNLP_HOME", contest["ppnlp_home"])
     home, tokenizer = contest["home"], load_tokenizer()
-    # VQA2: --mode test is test2015 (no answers): result.json only.
+    # VQA2, the contest's README command (cd VQA2; python run_predict.py --model_name_or_path M): features from
+    # ../X_COCO/data/detectron_fix_100, --mode test (test2015, no answers), result.json in the working directory.
     reference = _contest_checkpoint(str(tmp_path / "vqa_theirs"), "vqa", seed=3)
     convert_checkpoint(str(tmp_path / "vqa_theirs"), str(tmp_path / "vqa_ours"))
     features = os.path.join(contest["x_coco"], "data", "detectron_fix_100")
-    out = str(tmp_path / "vqa_pred")
+    out = str(contest["base"] / "VQA2")
+    os.makedirs(out, exist_ok=True)
+    monkeypatch.chdir(out)
     assert _load_script("VQA2/run_predict.py")(
-        ["--visual_feature_root", features, "--model_name_or_path", str(tmp_path / "vqa_ours"), "--mode", "test",
-         "--num_classes", "3129", "--output_dir", out, "--batch_size", "4", "--max_seq_length", "40"]) == 0
+        ["--model_name_or_path", str(tmp_path / "vqa_ours"), "--num_classes", "3129", "--batch_size", "4",
+         "--max_seq_length", "40"]) == 0
     got = json.load(open(os.path.join(out, "result.json")))
     dataset = VQA2Dataset([os.path.join(home, "VQA2", "imdb", "imdb_test2015.npy")], features, tokenizer,
                           answers_file=os.path.join(home, "VQA2", "extras", "vocabs", "answers_vqa.txt"),

@@ -128,6 +128,10 @@ CHANGED_DEFAULTS = {
                                   "evaluated on minival / val2014 / dev; the contest port pre-trained on train and "
                                   "never evaluated: --train_split train --eval_split '' to match it"),
 }
+# What the contest's run_predict.py (run from its task folder) did without the flag: it read these feature roots
+# and wrote result.json / its printout into the working directory.
+CONTEST_PREDICT_DEFAULTS = {"vqa2_predict": os.path.join("..", "X_COCO", "data", "detectron_fix_100"),
+                            "nlvr2_predict": os.path.join("..", "X_NLVR", "data", "detectron_fix_144")}
 _VQA_PREDICT_SPLITS = {"test": "test2015", "val": "val2014", "minival": "minival", "train": "train2014"}
 _NLVR2_PREDICT_SPLITS = {"test": "test1", "test1": "test1", "dev": "dev", "val": "dev", "train": "train"}
 
@@ -245,6 +249,15 @@ def translate_contest_argv(argv, script, notify=_notify_stderr, data_home=None):
             notify(f"contest flag {name}: use {flag.ours}" + (f"; {flag.note}" if flag.note else ""))
 
     _fold_warmup(out, warmup_steps, warmup_proportion, notify)
+    if script in CONTEST_PREDICT_DEFAULTS:
+        if "visual_feature_root" not in layout and not _given(argv, "--features"):
+            layout["visual_feature_root"] = CONTEST_PREDICT_DEFAULTS[script]
+            notify(f"contest default --visual_feature_root: {CONTEST_PREDICT_DEFAULTS[script]} (as the contest port, "
+                   "relative to the working directory); ours is --features")
+        if not _given(argv, "--output_dir"):
+            out += ["--output_dir", "."]
+            notify("contest default: predictions are written to the working directory (--output_dir .), as the "
+                   "contest port did")
     if use_amp is not None:
         if use_amp:
             out.append("--use_amp")
@@ -448,5 +461,5 @@ def resolve_contest_layout(script, input_dir=None, image_feature_type=None, data
 
 
 __all__ = ["translate_contest_argv", "resolve_contest_layout", "is_contest_command", "contest_script", "paddlenlp_data_home",
-           "ContestArgsError", "ContestFlag", "CONTEST_FLAGS", "CHANGED_MEANING", "CHANGED_DEFAULTS",
+           "ContestArgsError", "ContestFlag", "CONTEST_FLAGS", "CHANGED_MEANING", "CHANGED_DEFAULTS", "CONTEST_PREDICT_DEFAULTS",
            "IMAGE_FEATURE_TYPES"]
