@@ -78,6 +78,9 @@ def test_nlvr2_and_pretrain_layouts(contest, tmp_path):
                                  image_feature_type="coco_detectron_fix_100", data_home=contest["home"])
     assert got["--data_dir"] == os.path.join(contest["home"], "COCOCaptions", "annotations")
     assert got["--max_regions"] == "100"
+    got = resolve_contest_layout("pretrain", input_dir=contest["x_coco"], dataset="vqa2", data_home=contest["home"])
+    assert got == {"--data_dir": os.path.join(contest["home"], "VQA2", "imdb"), "--max_regions": "100",
+                   "--features": os.path.join(contest["x_coco"], "data", "detectron_fix_100")}  # run_pretrain's flags
     # The NLVR2-line COCO features: one root for both sets (our nlvr2 feature layout reads nlvr2/{train,val}).
     got = resolve_contest_layout("pretrain", input_dir=contest["x_coco"], dataset="coco_captions",
                                  image_feature_type="coco_detectron_fix_144", data_home=contest["home"])
@@ -335,21 +338,25 @@ def test_contest_predict_commands_match_the_contest_model(contest, tmp_path, mon
     assert len(rows) == len(dataset) > 0 and [r[1] for r in rows] == expected
 
 
-def test_coco_pretraining_from_coco_detectron_fix_144(contest, tmp_path, monkeypatch):
-    """nlvr2-coco-pretrain.sh as it is (its flags, X_COCO/data/detectron_fix_144): trains on train2014 and
-    evaluates on val2014, both read from nlvr2/{train,val}/feature_1024dim."""
+@pytest.mark.parametrize("dataset, feature_type, input_dir, features", [
+    ("coco_captions", "coco_detectron_fix_144", "x_coco", "detectron_fix_144"),  # nlvr2-coco-pretrain.sh
+    ("vqa2", "coco_detectron_fix_100", "x_coco", "detectron_fix_100"),  # vqa-pretrain.sh
+    ("nlvr2", "nlvr2_detectron_fix_144", "x_nlvr", "detectron_fix_144"),  # nlvr2-pretrain.sh
+])
+def test_contest_pretraining_commands(contest, tmp_path, monkeypatch, dataset, feature_type, input_dir, features):
+    """The pre-training scripts as they are (their flags and folders); coco_detectron_fix_144 trains on train2014
+    and evaluates on val2014, both read from X_COCO/data/detectron_fix_144/nlvr2/{train,val}/feature_1024dim."""
     monkeypatch.setenv("PPNLP_HOME", contest["ppnlp_home"])
-    out = str(tmp_path / "logs" / "nlvr2-coco-pre")
-    command = ["--input_dir", contest["x_coco"], "--output_dir", out, "--dataset", "coco_captions", "--model_type",
-               "visualbert", "--image_feature_type", "coco_detectron_fix_144", "--train_batch_size", "8",
+    out = str(tmp_path / "logs" / "pre")
+    command = ["--input_dir", contest[input_dir], "--output_dir", out, "--dataset", dataset, "--model_type",
+               "visualbert", "--image_feature_type", feature_type, "--train_batch_size", "8",
                "--learning_rate", "1e-5", "--num_train_epochs", "1", "--logging_steps", "1", "--save_steps", "100"] + TINY
     assert _load_script("run_pretrain.py")(command) == 0
     run_args = json.load(open(os.path.join(out, "args.json")))["args"]
-    assert run_args["features"] == os.path.join(contest["x_coco"], "data", "detectron_fix_144")
-    assert run_args["batch_size"] == 8 and run_args["max_regions"] == 144
-    val = json.load(open(os.path.join(contest["home"], "COCOCaptions", "annotations", "captions_val2014.json")))
+    assert run_args["features"] == os.path.join(contest[input_dir], "data", features)
+    assert run_args["batch_size"] == 8 and run_args["max_regions"] == int(feature_type[-3:])
     evals = _eval_records(out)
-    assert evals and np.isfinite(evals[-1]["loss"]) and val["annotations"]
+    assert evals and np.isfinite(evals[-1]["loss"])  # evaluated on val2014 / minival / dev
     assert os.path.isfile(os.path.join(out, "final", "model_state.pdparams"))
 
 

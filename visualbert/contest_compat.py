@@ -426,11 +426,11 @@ def resolve_contest_layout(script, input_dir=None, image_feature_type=None, data
         dataset = script.split("_")[0]
     given = set(given)
     out = {}
-    annotation_flag = "--imdb_dir" if dataset == "vqa2" else "--data_dir"
+    # run_pretrain.py reads every dataset's annotations from --data_dir (and needs no answer vocabulary).
+    annotation_flag = "--imdb_dir" if script == "vqa2" or script == "vqa2_predict" else "--data_dir"
     if annotation_flag not in given:
-        flag, path = _annotations(dataset, data_home)
-        out[flag] = path
-    if dataset == "vqa2" and "--answers_file" not in given:
+        out[annotation_flag] = _annotations(dataset, data_home)[1]
+    if script != "pretrain" and dataset == "vqa2" and "--answers_file" not in given:
         answers = os.path.join(data_home, "VQA2", "extras", "vocabs", "answers_vqa.txt")
         if os.path.isfile(answers):
             out["--answers_file"] = answers
