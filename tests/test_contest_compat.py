@@ -145,6 +145,10 @@ def test_our_command_is_left_alone(contest):
     argv = ["--imdb_dir", "a", "--features", "b", "--save_steps", "3", "--gradient_accumulation_steps", "2"]
     out, notices = _translate(argv, "vqa2", contest["home"])
     assert out == argv and notices == []
+    # --use_amp and --scale_loss are ours too: our bfloat16 default stays (no --amp_dtype float16 added)
+    argv = ["--data_dir", "a", "--features", "b", "--use_amp", "--scale_loss", "128"]
+    for script in ("vqa2", "nlvr2", "pretrain"):
+        assert _translate(argv, script, contest["home"]) == (argv, [])
 
 
 def test_pretrain_flags_translate_with_one_notice_each(contest):

@@ -162,8 +162,14 @@ def _parse_bool(flag, value):
 
 
 def is_contest_command(argv, script):
-    """bool: ``argv`` uses at least one flag that only the contest port has (for this script)."""
-    return any(_split_flag(t)[0] in CONTEST_FLAGS and script in CONTEST_FLAGS[_split_flag(t)[0]].scripts for t in argv)
+    """bool: ``argv`` uses at least one flag that only the contest port has (for this script). Flags both have under
+    one name (``--use_amp``, ``--scale_loss``) do not count: every command of ours goes through here."""
+    def contest_only(token):
+        name = _split_flag(token)[0]
+        flag = CONTEST_FLAGS.get(name)
+        return flag is not None and script in flag.scripts and flag.ours != name
+
+    return any(contest_only(t) for t in argv)
 
 
 def translate_contest_argv(argv, script, notify=_notify_stderr, data_home=None):
