@@ -80,9 +80,32 @@ def add_model_args(parser: argparse.ArgumentParser, include_scratch: bool = True
     return g
 
 
+class ScriptParser(argparse.ArgumentParser):
+    """The parser of the training and predict scripts. Before parsing, a command of the Paddle contest port (its
+    flags, its data folders) is rewritten into ours by :func:`visualbert.contest_compat.translate_contest_argv`,
+    for the scripts the contest port had (which one follows from ``kind`` and the task's data arguments), so no
+    script can forget it; a command of ours comes back unchanged.
+
+    Args:
+        kind (str): ``"train"`` or ``"predict"``.
+    """
+
+    def __init__(self, *args, kind: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.kind = kind
+
+    def parse_known_args(self, args=None, namespace=None):
+        from .contest_compat import contest_script, translate_contest_argv
+
+        script = contest_script(self.kind, [group.title for group in self._action_groups])
+        if script is not None:
+            args = translate_contest_argv(sys.argv[1:] if args is None else list(args), script)
+        return super().parse_known_args(args, namespace)
+
+
 def training_parser(description: str, **defaults) -> argparse.ArgumentParser:
     """The common training arguments; ``defaults`` override the paper's recipe values."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = ScriptParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter, kind="train")
     add_model_args(parser)
     g = parser.add_argument_group("optimisation")
     g.add_argument("--learning_rate", type=float, default=PAPER_DEFAULTS["learning_rate"])
@@ -129,7 +152,7 @@ def training_parser(description: str, **defaults) -> argparse.ArgumentParser:
 def prediction_parser(description: str) -> argparse.ArgumentParser:
     """Arguments of the predict scripts; the model is ``--model_dir`` or ``--inference_model`` (exactly one, checked
     by :func:`visualbert.build.load_prediction_model`)."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = ScriptParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter, kind="predict")
     parser.add_argument("--model_dir", default=None,
                         help="a trained model directory (a run's best/ or final/, or step_<N>/); or --inference_model")
     parser.add_argument("--inference_model", default=None,
