@@ -14,6 +14,7 @@ Small model by default (BERT-base width, 4 layers, batch 2, 64 + 36 tokens): the
 
 import argparse
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -32,10 +33,18 @@ def parse_args(argv=None):
     p.add_argument("--regions", type=int, default=36)
     p.add_argument("--steps", type=int, default=9)
     p.add_argument("--restore", action="store_true", help="restore the global flags after each predictor is built")
+    p.add_argument("--malloc-threshold", type=int, default=None,
+                   help="glibc M_MMAP_THRESHOLD / M_TRIM_THRESHOLD (bytes) set before paddle loads")
     return p.parse_args(argv)
 
 
 def main(args):
+    if args.malloc_threshold:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, args.malloc_threshold)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, args.malloc_threshold)  # M_TRIM_THRESHOLD
     import numpy as np
 
     import visualbert  # noqa: F401  (runtime defaults before paddle)
@@ -74,12 +83,14 @@ def main(args):
         with paddle.no_grad():
             float(model(**feed)["logits"].reshape([-1])[0])
             cpu, wall = time.process_time(), time.perf_counter()
+            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             for _ in range(args.steps):
                 t = time.perf_counter()
                 float(model(**feed)["logits"].reshape([-1])[0])
                 times.append(time.perf_counter() - t)
             busy["cores"] = (time.process_time() - cpu) / (time.perf_counter() - wall)
             busy["cpu_ms"] = (time.process_time() - cpu) / args.steps * 1000
+            busy["faults"] = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / args.steps
         return statistics.median(times)
 
     def idle_cpu():
@@ -90,7 +101,7 @@ def main(args):
 
     def report(label, value):
         threads = len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else "?"
-        print(f"{label:<34} dygraph inference {value * 1000:8.1f} ms (CPU {busy['cpu_ms']:7.1f} ms/step, busy {busy['cores']:.2f} cores)   OS threads {threads}, idle CPU "
+        print(f"{label:<34} dygraph inference {value * 1000:8.1f} ms (CPU {busy['cpu_ms']:7.1f} ms/step, {busy['faults']:7.0f} page faults/step, busy {busy['cores']:.2f} cores)   OS threads {threads}, idle CPU "
               f"{idle_cpu():.2f} core   {state()}", flush=True)
 
     report("alone", dygraph())
