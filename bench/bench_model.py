@@ -69,6 +69,9 @@ def parse_args(argv=None):
     p.add_argument("--tolerance", type=float, default=1e-4, help="max |Δ| allowed between the logits")
     p.add_argument("--work-dir", default=None, help="keep the models here (default: a temp dir)")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per measurement process")
+    p.add_argument("--malloc-threshold", type=int, default=None,
+                   help="glibc MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_ (bytes) of every process, both "
+                        "frameworks: freed activations stay mapped and are reused instead of page-faulting anew")
     p.add_argument("--json", default=None, help="write all numbers to this file")
     args = p.parse_args(argv)
     if args.quick:
@@ -338,6 +341,8 @@ def child_main(spec_json):
 def run_child(spec, timeout):
     cmd = [sys.executable, os.path.abspath(__file__), "--_child", json.dumps(spec)]
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    if spec.get("malloc_threshold"):
+        env["MALLOC_MMAP_THRESHOLD_"] = env["MALLOC_TRIM_THRESHOLD_"] = str(spec["malloc_threshold"])
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     lines = [line for line in res.stdout.splitlines() if line.startswith("RESULT ")]
     if res.returncode != 0 or not lines:
@@ -387,7 +392,7 @@ def main(args):
     os.makedirs(work, exist_ok=True)
     base = {"threads": threads, "work": work, "batch": args.batch, "text_len": args.text_len,
             "regions": args.regions, "visual_dim": args.visual_dim, "layers": args.layers,
-            "steps": args.steps, "warmup": args.warmup}
+            "steps": args.steps, "warmup": args.warmup, "malloc_threshold": args.malloc_threshold}
     info = machine_info(threads)
     print(f"# machine: {info['cpu']}, {info['cores_available']} cores, {threads} threads per process; paddle "
           f"{info['paddle']}, torch {info['torch']}; load {_load():.2f}", flush=True)
@@ -429,7 +434,8 @@ def report(raw, prepared, args, info, modes):
                                              args.layers, 3129, args.batch, args.text_len, args.regions)
     results = {"machine": info,
                "config": {k: getattr(args, k) for k in ("batch", "text_len", "regions", "visual_dim", "layers",
-                                                        "steps", "warmup", "repeat", "quick")},
+                                                        "steps", "warmup", "repeat", "quick",
+                                                        "malloc_threshold")},
                "logits_max_abs_diff": prepared["logits_max_abs_diff"],
                "predictor_vs_dygraph_max_abs_diff": prepared.get("predictor_max_abs_diff"),
                "forward_gflop": forward_flops / 1e9, "train_gflop": train_flops / 1e9,
