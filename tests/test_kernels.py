@@ -79,3 +79,22 @@ def test_static_graph_uses_paddle_op(ext):
 def test_non_float32_falls_back():
     x = paddle.to_tensor(np.random.RandomState(4).randn(16).astype(np.float64))
     np.testing.assert_array_equal(kernels.gelu(x).numpy(), F.gelu(x).numpy())
+
+
+def test_failed_build_falls_back_to_paddle(monkeypatch):
+    import paddle.utils.cpp_extension as cpp_extension
+
+    def no_compiler(**kwargs):
+        raise OSError("no C++ compiler")
+
+    monkeypatch.setattr(kernels, "_state", {"tried": False, "module": None, "error": None})
+    monkeypatch.setattr(cpp_extension, "load", no_compiler)
+    x = paddle.to_tensor(np.random.RandomState(5).randn(32).astype(np.float32))
+    np.testing.assert_array_equal(kernels.gelu(x).numpy(), F.gelu(x).numpy())
+    assert kernels.status() == {"loaded": False, "error": "OSError: no C++ compiler", "tried": True}
+
+
+def test_disabled_by_environment(monkeypatch):
+    monkeypatch.setattr(kernels, "_state", {"tried": False, "module": None, "error": None})
+    monkeypatch.setenv(kernels.DISABLE_VARIABLE, "0")
+    assert kernels.load_cpu_kernels() is None and "disabled" in kernels.status()["error"]
