@@ -33,6 +33,8 @@ def parse_args(argv=None):
     p.add_argument("--regions", type=int, default=36)
     p.add_argument("--steps", type=int, default=9)
     p.add_argument("--restore", action="store_true", help="restore the global flags after each predictor is built")
+    p.add_argument("--restore-threads", action="store_true",
+                   help="re-apply the thread count (visualbert.runtime.configure_paddle_threads) after each step")
     p.add_argument("--malloc-threshold", type=int, default=None,
                    help="glibc M_MMAP_THRESHOLD / M_TRIM_THRESHOLD (bytes) set before paddle loads")
     return p.parse_args(argv)
@@ -65,6 +67,22 @@ def main(args):
                          seed=0, with_labels=False)
     feed = {k: paddle.to_tensor(v) for k, v in inputs.items()}
     watched = ["FLAGS_use_mkldnn", "FLAGS_use_stride_kernel"]
+    libs = os.path.join(os.path.dirname(paddle.__file__), "libs")
+
+    def math_threads():
+        """The main thread's thread counts as the math libraries see them (deterministic, unlike timings)."""
+        import ctypes
+
+        out = {}
+        for label, lib, fn in (("iomp5", "libiomp5.so", "omp_get_max_threads"),
+                               ("mklml", "libmklml_intel.so", "MKL_Get_Max_Threads"),
+                               ("gomp", "libgomp.so.1", "omp_get_max_threads")):
+            try:
+                handle = ctypes.CDLL(os.path.join(libs, lib) if label != "gomp" else lib)
+                out[label] = getattr(handle, fn)()
+            except (OSError, AttributeError):
+                out[label] = "?"
+        return out
 
     def state():
         flags = {}
@@ -73,8 +91,7 @@ def main(args):
                 flags[name] = paddle.get_flags([name])[name]
             except Exception:
                 flags[name] = "?"
-        threads = getattr(paddle.base.core, "get_num_threads", lambda: "?")()
-        return {**flags, "math_threads": threads}
+        return {**flags, **math_threads()}
 
     busy = {}
 
@@ -121,7 +138,12 @@ def main(args):
                 predictor.run(inputs)
         if args.restore:
             paddle.set_flags(before)
-        report(f"after {step}" + (" (flags restored)" if args.restore else ""), dygraph())
+        if args.restore_threads:
+            from visualbert.runtime import configure_paddle_threads
+
+            configure_paddle_threads()
+        report(f"after {step}" + (" (flags restored)" if args.restore else "")
+               + (" (threads re-set)" if args.restore_threads else ""), dygraph())
     return 0
 
 

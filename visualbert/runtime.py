@@ -18,6 +18,12 @@ Every value is a default: ``os.environ.setdefault``, so a variable the user expo
 still be raised through ``paddle.set_num_threads`` equivalents, but the MKL code path cannot, and
 :func:`apply_cpu_defaults` says so in its report.
 
+Fourth: a ``paddle.inference`` predictor runs with ``FLAGS_paddle_num_threads`` threads (default 1) and, after
+each run, leaves the calling thread's OpenMP/MKL thread count at 1, so a dygraph model in the same process
+then runs on one core (measured with ``bench/coresident.py``: iomp5/MKL max threads 2 -> 1 after the first
+predictor run). This package sets the flag to the core count, and :class:`visualbert.inference.Predictor`
+re-applies the thread count after each run (:func:`configure_paddle_threads`).
+
 This module must not import paddle (nor numpy: it is imported first).
 """
 
@@ -27,6 +33,7 @@ import sys
 OPT_OUT = "VISUALBERT_NO_RUNTIME_DEFAULTS"
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 STRIDE_FLAG = "FLAGS_use_stride_kernel"
+PREDICTOR_THREADS_FLAG = "FLAGS_paddle_num_threads"
 
 # What apply_cpu_defaults() decided at import time: {"applied": {var: value}, "kept": {var: value}, ...}.
 REPORT = {}
@@ -74,6 +81,9 @@ def recommended_environment():
     """The defaults for this machine: thread counts = available cores, the MKL code-path override on AMD, and
     Paddle's stride (view) kernels off (see the module docstring)."""
     env = {var: str(default_threads()) for var in THREAD_VARIABLES}
+    # the paddle.inference predictor runs its kernels with FLAGS_paddle_num_threads (default 1), whatever
+    # set_cpu_math_library_num_threads says: measured busy 1.0 core of 2 without it, 2.0 with it
+    env[PREDICTOR_THREADS_FLAG] = str(default_threads())
     env[STRIDE_FLAG] = "0"
     if cpu_vendor() == "AuthenticAMD":
         env["MKL_DEBUG_CPU_TYPE"] = "5"
