@@ -77,13 +77,20 @@ def load_cpu_kernels():
             _state["error"] = f"disabled by {DISABLE_VARIABLE}=0"
             return None
         try:
+            import contextlib
             import fcntl
+            import io
+            import warnings
 
-            from paddle.utils.cpp_extension import load
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "No ccache found" on import
+                from paddle.utils.cpp_extension import load
 
             directory = build_directory()
             os.makedirs(directory, exist_ok=True)
-            with open(os.path.join(directory, ".lock"), "w") as lock:
+            quiet = io.StringIO()
+            with open(os.path.join(directory, ".lock"), "w") as lock, contextlib.redirect_stdout(quiet), \
+                    contextlib.redirect_stderr(quiet), _quiet_logging(), _quiet_fds():
                 fcntl.flock(lock, fcntl.LOCK_EX)  # one build per machine, other processes wait for it
                 _state["module"] = load(name=EXTENSION_NAME, sources=[SOURCE], extra_cxx_cflags=compile_flags(),
                                         extra_ldflags=["-fopenmp"], build_directory=directory, verbose=False)
@@ -91,6 +98,41 @@ def load_cpu_kernels():
             _state["error"] = f"{type(err).__name__}: {err}"
             logger.warning("visualbert CPU kernels unavailable, using Paddle's (%s)", _state["error"])
         return _state["module"]
+
+
+class _quiet_fds:
+    """The build runs setuptools in a child process writing to our stdout/stderr: send both to /dev/null."""
+
+    def __enter__(self):
+        import sys
+
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        self.saved = [os.dup(1), os.dup(2)]
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+
+    def __exit__(self, *exc):
+        os.dup2(self.saved[0], 1)
+        os.dup2(self.saved[1], 2)
+        for fd in self.saved:
+            os.close(fd)
+
+
+class _quiet_logging:
+    """Silences the build's INFO lines ("running build_ext", "using custom operator only") on every start."""
+
+    def __enter__(self):
+        self.level = logging.root.manager.disable
+        logging.disable(logging.INFO)
+
+    def __exit__(self, *exc):
+        logging.disable(self.level)
 
 
 def status():

@@ -74,7 +74,7 @@ void gelu_backward(const float* x, const float* dout, float* dx, int64_t n) {
 }  // namespace
 
 std::vector<paddle::Tensor> GeluForward(const paddle::Tensor& x) {
-  PD_CHECK(x.place() == paddle::PlaceType::kCPU, "visualbert_gelu: CPU tensors only");
+  PD_CHECK(x.is_cpu(), "visualbert_gelu: CPU tensors only");
   PD_CHECK(x.dtype() == paddle::DataType::FLOAT32, "visualbert_gelu: float32 only");
   auto out = paddle::empty(x.shape(), x.dtype(), x.place());
   gelu_forward(x.data<float>(), out.data<float>(), x.numel());
