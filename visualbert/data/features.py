@@ -397,7 +397,8 @@ class PackedFeatureStore(FeatureStore):
         offset, count = entry
         if self.max_regions is not None:
             count = min(count, self.max_regions)
-        return self._open()[offset : offset + count]
+        return check_finite(self._open()[offset : offset + count],
+                            f"{self.array_path} rows {offset}..{offset + count - 1} (image {key!r})")
 
     def num_regions(self, key):
         entry = self._index.get(key)
