@@ -223,6 +223,8 @@ class Collator:
                 attention_mask[b, :t] = 1
         out.update(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask)
 
+        to_paddle = self.return_tensors == "paddle" and not _in_paddle_worker()
+        keep_half = False  # float16 visual features kept as they are until paddle casts them (see below)
         if "boxes" in keys:  # VCR from images: the model's detector makes the regions
             R = self._target([np.shape(s["boxes"])[0] for s in samples], self.max_regions, "regions")
             out.update(_collate_images_and_boxes(samples, R))
@@ -230,7 +232,6 @@ class Collator:
             visual = [np.asarray(s["visual_embeds"]) for s in samples]
             R = self._target([v.shape[0] for v in visual], self.max_regions, "regions")
             D = visual[0].shape[1]
-            to_paddle = self.return_tensors == "paddle" and not _in_paddle_worker()
             # float16 stays float16 until paddle casts it (vectorised, on the device): numpy's widening is slow
             keep_half = to_paddle and all(v.dtype == np.float16 for v in visual)
             visual_embeds = self._buffers.empty((B, R, D), np.float16 if keep_half else np.float32)
