@@ -294,3 +294,20 @@ def test_cached_detector_features_give_the_same_logits(setup, tmp_path):
                              paths["val"], "--images", paths["image_dir"], "--out", str(tmp_path / "c2")],
                             capture_output=True, text=True)
     assert result.returncode == 2 and "missing" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_from_images_refuses_a_checkpoint_without_detector_and_detector_flags_without_images(setup, tmp_path):
+    from visualbert.modeling import VisualBertForMultipleChoice
+
+    paths, _ = setup
+    VisualBertForMultipleChoice(_config("VisualBertForMultipleChoice", detector=None)).save_pretrained(str(tmp_path / "hf"))
+    run_vcr = load_script("VCR/run_vcr.py")
+    with pytest.raises(UsageError, match=r"holds a VisualBertForMultipleChoice, which has no detector weights"):
+        run_vcr(["--data_dir", paths["root"], "--images", paths["image_dir"], "--model_name_or_path",
+                 str(tmp_path / "hf"), "--output_dir", str(tmp_path / "o"), *RUN])
+    with pytest.raises(UsageError, match="--freeze_detector apply to the detector of VCR from images"):
+        run_vcr(["--data_dir", paths["root"], "--features", str(tmp_path), "--freeze_detector", "true",
+                 "--output_dir", str(tmp_path / "o"), *RUN])
+    with pytest.raises(UsageError, match="give --features .* or --images"):
+        run_vcr(["--data_dir", paths["root"], "--output_dir", str(tmp_path / "o"), *RUN])
+    assert not (tmp_path / "o").exists()

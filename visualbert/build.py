@@ -85,6 +85,11 @@ def build_model(args: argparse.Namespace, task: str | type, train_dataset):
                              f"{config.visual_embedding_dim}, but the task's region features are {visual_dim}-d "
                              "(VQA checkpoints expect 2048, NLVR2 1024, VCR 512)")
         source_arch = (config.architectures or ["VisualBertModel"])[0]
+        if with_detector and vcr_model_class(source_arch) is None:
+            raise UsageError(f"--model_name_or_path {args.model_name_or_path!r} holds a {source_arch}, which has no detector "
+                             "weights: VCR from images needs a directory converted from an original vcr_*.th "
+                             "(checkpoint/convert.py keeps its detector.* keys) or saved by a VCR-from-images run; HF VCR "
+                             "directories have no detector (use them with --features)")
         have = _head_width(source_arch, config.num_labels)
         want = _head_width(model_class.__name__, num_labels)
         if have is not None and want is not None and have != want and not args.ignore_mismatched_sizes:

@@ -283,6 +283,10 @@ class VCR(Task):
                              "exactly one")
         if args.features:
             require_path(args.features, "--features", "dir")
+            given = [f"--{k}" for k in ("freeze_detector", "cnn_loss_ratio") if getattr(args, k, None) is not None]
+            if given:
+                raise UsageError(f"{', '.join(given)} apply to the detector of VCR from images (--images); precomputed "
+                                 "--features have none")
 
     @staticmethod
     def annotation_file(args: Namespace, split: str) -> str:
