@@ -18,7 +18,11 @@ PAPER = {
     "nlvr2_2_task_pretrain.sh": (64, [("5e-5", "10")]),
     "nlvr2_3_finetune.sh": (64, [("2e-5", "10")]),
     "vcr_finetune.sh": (32, [("2e-5", "8"), ("2e-5", "12")]),
+    "vcr_2_task_pretrain.sh": (32, [("5e-5", "1")]),
+    "vcr_3_finetune_qa.sh": (32, [("2e-5", "8")]),
+    "vcr_3_finetune_qar.sh": (32, [("2e-5", "12")]),
 }
+WARMUP = {"vcr_2_task_pretrain.sh": "0.1879"}  # configs/vcr/pre-train.json ("chosen to match R2C's")
 
 
 def dry_run(script, *args, **env):
@@ -50,7 +54,7 @@ def test_two_nodes_of_four_gpus(script):
         assert flag(argv, "--rank") == "0" and flag(argv, "--devices") == "0,1,2,3"
         assert int(flag(argv, "--batch_size")) * 8 == global_batch  # 2 nodes x 4 GPUs
         assert flag(argv, "--learning_rate") == lr and flag(argv, "--num_train_epochs") == epochs
-        assert flag(argv, "--warmup") == "0.1" and flag(argv, "--optimizer") == "bertadam"
+        assert flag(argv, "--warmup") == WARMUP.get(script, "0.1") and flag(argv, "--optimizer") == "bertadam"
         assert "--train_pooler" not in argv and "--max_grad_norm" not in argv
         assert flag(argv, "--patience") == "3"
 
@@ -119,3 +123,21 @@ def test_coco_pretraining_refuses_without_minival(tmp_path):
     env = {"DATA": str(tmp_path), "DRY_RUN": "0", "PYTHON": "false"}
     r = dry_run("vqa2_1_coco_pretrain.sh", **env)
     assert r.returncode == 2 and "imdb_minival2014.npy not found" in r.stderr
+
+
+def test_vcr_from_images_stages():
+    pre = launches(dry_run("vcr_2_task_pretrain.sh").stdout)[0][0]
+    assert flag(pre, "--stage") == "pretrain" and flag(pre, "--images") == "/data/vcr/vcr1images"
+    assert flag(pre, "--data_dir") == "/data/vcr" and flag(pre, "--model_name_or_path") == "/init"
+    assert "--freeze_detector" not in pre  # the script's default for --stage pretrain: frozen, as pre-train.json
+    train, cmds = launches(dry_run("vcr_3_finetune_qa.sh", INIT="").stdout)
+    assert flag(train[0], "--mode") == "qa" and flag(train[0], "--model_name_or_path").endswith("runs/vcr_pre/best")
+    predict = [c for c in cmds if "VCR/run_predict.py" in " ".join(c)]
+    assert len(predict) == 1 and flag(predict[0], "--images") == "/data/vcr/vcr1images"
+    train, cmds = launches(dry_run("vcr_3_finetune_qar.sh", QA_MODEL="/qa").stdout)
+    assert flag(train[0], "--mode") == "qar"
+    predict = [c for c in cmds if "VCR/run_predict.py" in " ".join(c)]
+    assert [flag(c, "--split") for c in predict] == ["val", "test"]
+    assert all(flag(c, "--model_dir") == "/qa" and flag(c, "--qar_model_dir").endswith("runs/vcr_qar/best") for c in predict)
+    r = dry_run("vcr_2_task_pretrain.sh", INIT="")
+    assert r.returncode != 0 and "INIT" in r.stderr and "paddle.distributed.launch" not in r.stdout

@@ -24,6 +24,7 @@ from .fileio import write_json
 from .metrics import nlvr2_metrics, vcr_metrics, vqa_official_accuracy, vqa_predict, vqa_soft_accuracy, write_nlvr2_predictions
 from .modeling import (VisualBertForMultipleChoice, VisualBertForPreTraining, VisualBertForQuestionAnswering,
                        VisualBertForVisualReasoning)
+from .vcr_model import VisualBertForVCR, VisualBertForVCRPreTraining
 
 
 def checked(args: Namespace, dataset):
@@ -249,29 +250,57 @@ class VCR(Task):
     @staticmethod
     def add_data_args(parser: ArgumentParser, train: bool = True) -> None:
         g = parser.add_argument_group("VCR data")
-        g.add_argument("--data_dir", required=True, help="directory with train.jsonl, val.jsonl (test.jsonl)")
-        g.add_argument("--features", required=True, help="per-image box features (<img_fn stem>.npy) or a packed store")
+        g.add_argument("--data_dir", "--annotations", dest="data_dir", required=True,
+                       help="directory with train.jsonl, val.jsonl (test.jsonl)")
+        g.add_argument("--features", default=None,
+                       help="precomputed region features: per-image box features (<img_fn stem>.npy) or a packed "
+                            "store (VisualBertForMultipleChoice); give this or --images")
+        g.add_argument("--images", default=None, metavar="VCR1IMAGES",
+                       help="VCR from the images as the original: the vcr1images directory holding every img_fn "
+                            "and metadata_fn (the model carries the detector: VisualBertForVCR)")
         g.add_argument("--box_offset", type=int, default=0, help="feature row of box 0 (1 if row 0 is the whole image)")
         if train:
             g.add_argument("--mode", choices=("qa", "qar"), default="qa", help="Q->A or QA->R")
+            VCRImages.add_training_args(g)
             g.add_argument("--train_split", default="train")
             g.add_argument("--eval_split", default="val", help="'' = no evaluation")
         else:
             g.add_argument("--split", default="val")
 
     @staticmethod
-    def check_data_args(args: Namespace) -> None:
-        require_path(args.data_dir, "--data_dir", "dir")
-        require_path(args.features, "--features", "dir")
+    def for_args(args: Namespace) -> type:
+        """The task of the parsed VCR arguments: :class:`VCR` (``--features``), :class:`VCRImages` (``--images``) or,
+        with ``--stage pretrain``, :class:`VCRImagesPretrain`."""
+        if getattr(args, "stage", "finetune") == "pretrain":
+            return VCRImagesPretrain
+        return VCRImages if getattr(args, "images", None) else VCR
 
     @staticmethod
-    def dataset(args: Namespace, tokenizer, split: str, mode: str | None = None):
-        """``mode``: "qa" (Q->A) or "qar" (QA->R); default ``--mode``."""
-        from .data import VCRDataset
+    def check_data_args(args: Namespace) -> None:
+        require_path(args.data_dir, "--data_dir", "dir")
+        if bool(args.features) == bool(getattr(args, "images", None)):
+            raise UsageError("give --features (precomputed region features) or --images (the vcr1images directory), "
+                             "exactly one")
+        if args.features:
+            require_path(args.features, "--features", "dir")
+            given = [f"--{k}" for k in ("freeze_detector", "cnn_loss_ratio") if getattr(args, k, None) is not None]
+            if given:
+                raise UsageError(f"{', '.join(given)} apply to the detector of VCR from images (--images); precomputed "
+                                 "--features have none")
 
+    @staticmethod
+    def annotation_file(args: Namespace, split: str) -> str:
         path = split if split.endswith(".jsonl") else os.path.join(args.data_dir, f"{split}.jsonl")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"VCR annotation file {path} does not exist (split {split!r})")
+        return path
+
+    @classmethod
+    def dataset(cls, args: Namespace, tokenizer, split: str, mode: str | None = None):
+        """``mode``: "qa" (Q->A) or "qar" (QA->R); default ``--mode``."""
+        from .data import VCRDataset
+
+        path = cls.annotation_file(args, split)
         mode = mode or args.mode
         return checked(args, VCRDataset(path, args.features, tokenizer, mode=mode, max_seq_length=args.max_seq_length,
                                         box_offset=args.box_offset, feature_dim=None))
@@ -297,6 +326,89 @@ class VCR(Task):
         probs = np.exp(logits - logits.max(-1, keepdims=True))
         probs /= probs.sum(-1, keepdims=True)
         return probs, meta.get("labels"), meta["annot_id"]
+
+
+class VCRImages(VCR):
+    """VCR from the images as the original (``--images``): :class:`~visualbert.data.vcr_images.VCRImageDataset`
+    (the original's boxes, names, alignment and truncation) and :class:`~visualbert.vcr_model.VisualBertForVCR`
+    (the jointly trained detector + the multiple-choice head). Its loss is the model's: the choice cross-entropy
+    plus ``cnn_loss_ratio`` x ``cnn_regularization_loss``."""
+
+    name = "vcr_images"
+    model_class = VisualBertForVCR
+    # configs/vcr: both pre-training configs keep the original train.py's default (frozen), fine-tuning unfreezes.
+    FREEZE_DETECTOR_DEFAULT = {"pretrain": True, "finetune": False}
+
+    @staticmethod
+    def add_training_args(group) -> None:
+        from .cli import str2bool
+
+        group.add_argument("--stage", choices=("finetune", "pretrain"), default="finetune",
+                           help="finetune: Q->A / QA->R (fine-tune-qa/qar.json); pretrain: VCR task pre-training from "
+                                "the images (pre-train.json: complete_shuffle, pretraining_include_qa_and_qar, masked "
+                                "LM + is-the-right-choice through the sentence-image head; needs --images)")
+        group.add_argument("--freeze_detector", type=str2bool, default=None,
+                           help="--images: stop the detector backbone's gradient and use batch statistics in its "
+                                "BatchNorms, as the original's freeze_detector (default: true for --stage pretrain, "
+                                "false for finetune, as configs/vcr/*.json)")
+        group.add_argument("--cnn_loss_ratio", type=float, default=None,
+                           help="--images: weight of the detector's cnn_regularization_loss in the loss (the "
+                                "original's cnn_loss_ratio; 0 in every released config; default: the checkpoint's)")
+
+    @staticmethod
+    def check_data_args(args: Namespace) -> None:
+        VCR.check_data_args(args)
+        require_path(args.images, "--images", "dir")
+        if getattr(args, "text_only", False):
+            raise UsageError("--text_only masks precomputed regions; it is not supported with --images")
+
+    @staticmethod
+    def visual_width(train_dataset) -> None:
+        """None: the detector makes the regions, their width is the model's ``visual_embedding_dim``."""
+        return None
+
+    @staticmethod
+    def configure_model(model, args: Namespace):
+        """``--freeze_detector`` (default per ``--stage``) and ``--cnn_loss_ratio`` on a built VCR-from-images
+        model (for training)."""
+        if getattr(args, "cnn_loss_ratio", None) is not None:
+            model.config.cnn_loss_ratio = float(args.cnn_loss_ratio)
+        freeze = getattr(args, "freeze_detector", None)
+        if freeze is None:
+            freeze = VCRImages.FREEZE_DETECTOR_DEFAULT[getattr(args, "stage", "finetune")]
+        if freeze:
+            model.freeze_detector()
+        logging.getLogger("visualbert.tasks").info("VCR from images: detector backbone %s, cnn_loss_ratio %g",
+                                                   "frozen" if freeze else "trained", model.config.cnn_loss_ratio)
+        return model
+
+    @classmethod
+    def dataset(cls, args: Namespace, tokenizer, split: str, mode: str | None = None, expand_answers: bool = False,
+                train: bool | None = None):
+        """``mode`` as :meth:`VCR.dataset`; ``expand_answers``: QA->R for each of the 4 answers (the test file);
+        ``train``: random padding offsets (default: ``split`` is the training split)."""
+        from .data.vcr_images import VCRImageDataset
+
+        path = cls.annotation_file(args, split)
+        if train is None:
+            train = split == getattr(args, "train_split", None)
+        dataset = VCRImageDataset(path, args.images, tokenizer, mode=mode or args.mode, max_seq_length=args.max_seq_length,
+                                  expand_answers=expand_answers, train=train, seed=getattr(args, "seed", 0))
+        return checked_images(dataset)
+
+
+def checked_images(dataset):
+    """Every line of a VCR-from-images ``dataset`` checked (:meth:`VCRImageDataset.check_inputs`) before anything
+    runs on it; a bad line is refused with one message naming the file and the example."""
+    from .data.errors import DataFormatError
+
+    try:
+        dataset.check_inputs()
+    except DataFormatError as err:  # the scripts' usage-error path: one line, exit status 2
+        raise UsageError(str(err)) from None
+    logging.getLogger("visualbert.tasks").info("%s: %d lines checked (images, metadata, boxes, polygons)",
+                                               dataset.source, len(dataset.rows))
+    return dataset
 
 
 # ============================================================================================ pretraining
@@ -449,3 +561,41 @@ class Pretrain(Task):
         parts = [metrics[k] for k in ("mlm_loss", "sentence_image_loss") if metrics.get(k) is not None]
         metrics["loss"] = float(sum(parts)) if parts else None
         return metrics
+
+
+class VCRImagesPretrain(Pretrain):
+    """VCR task pre-training from the images (``configs/vcr/pre-train.json``): every line gives its 4 Q->A and 4
+    QA->R texts as separate examples (``complete_shuffle``, ``pretraining_include_qa_and_qar``), masked LM on the
+    WordPieces and, through the sentence-image head, whether the text's choice is the right one (the original's
+    ``is_random_next`` for VCR), with :class:`~visualbert.vcr_model.VisualBertForVCRPreTraining` (the detector
+    frozen by default). Metrics as :class:`Pretrain`."""
+
+    name = "vcr_pretrain"
+    model_class = VisualBertForVCRPreTraining
+    visual_width = staticmethod(VCRImages.visual_width)
+
+    @staticmethod
+    def add_data_args(parser: ArgumentParser, train: bool = True) -> None:
+        VCR.add_data_args(parser, train)
+
+    @staticmethod
+    def check_data_args(args: Namespace) -> None:
+        if not getattr(args, "images", None):
+            raise UsageError("--stage pretrain reads the images: give --images (the vcr1images directory)")
+        VCRImages.check_data_args(args)
+
+    @staticmethod
+    def splits(args: Namespace) -> tuple[str | None, str | None]:
+        return args.train_split, args.eval_split
+
+    configure_model = staticmethod(VCRImages.configure_model)
+
+    @staticmethod
+    def dataset(args: Namespace, tokenizer, split: str):
+        from .data.vcr_images import VCRImageDataset
+
+        path = VCR.annotation_file(args, split)
+        dataset = VCRImageDataset(path, args.images, tokenizer, max_seq_length=args.max_seq_length,
+                                  complete_shuffle=True, include_qa_and_qar=True, pretraining=True,
+                                  train=split == args.train_split, seed=getattr(args, "seed", 0))
+        return checked_images(dataset)
