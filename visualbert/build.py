@@ -17,10 +17,10 @@ from .cli import UsageError, require_path
 from .data import Collator
 from .data.collate import LABEL_KEYS
 from .detector import DetectorConfig
-from .tasks import NLVR2, VCR, VQA2, Pretrain, VCRImages, VCRImagesPretrain
+from .tasks import NLVR2, VCR, VQA2, Flickr30K, Pretrain, VCRImages, VCRImagesPretrain
 from .vcr_model import vcr_model_class
 
-TASKS = {task.name: task for task in (VQA2, NLVR2, VCR, Pretrain, VCRImages, VCRImagesPretrain)}
+TASKS = {task.name: task for task in (VQA2, NLVR2, VCR, Pretrain, VCRImages, VCRImagesPretrain, Flickr30K)}
 
 
 def get_task(task: str | type) -> type:
@@ -46,7 +46,9 @@ def build_dataset(task: str | type, split: str, args: argparse.Namespace, tokeni
 
 def visual_width(dataset) -> int:
     """int: the region-feature width D of ``dataset``, from its feature store (a packed store's index, else the
-    first array the store holds)."""
+    first array the store holds; a dataset that appends columns, as Flickr30K's spatial features, says so itself)."""
+    if hasattr(dataset, "visual_width"):
+        return dataset.visual_width()
     return dataset.store.width()
 
 

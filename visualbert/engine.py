@@ -275,8 +275,14 @@ def evaluate(model, task, dataset, batch_size: int, collate_fn: Callable | None 
     outputs and the examples).
 
     A task with ``batch_statistics(batch, out) -> dict of numbers`` (pretraining: its MLM logits are too large to
-    keep) has them summed over batches and passed to ``score`` as ``meta["statistics"]``.
+    keep) has them summed over batches and passed to ``score`` as ``meta["statistics"]``; a task with
+    ``evaluator(dataset)`` (grounding) gets that ``on_batch`` callable back as ``meta["evaluator"]``.
     """
+    if hasattr(task, "evaluator"):  # reduces each batch itself (grounding: phrase and region counts vary per batch)
+        reduction = task.evaluator(dataset)
+        _, _, loss = predict(model, dataset, batch_size, collate_fn, text_only, num_workers, outputs=(),
+                             on_batch=reduction, collect_meta=False)
+        return task.score(dataset, {}, {"evaluator": reduction}, loss)
     streaming = hasattr(task, "batch_statistics")
     totals = collections.Counter()
     on_batch = (lambda batch, out: totals.update(task.batch_statistics(batch, out))) if streaming else None

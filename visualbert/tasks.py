@@ -23,7 +23,7 @@ from .engine import predict
 from .fileio import write_json
 from .metrics import nlvr2_metrics, vcr_metrics, vqa_official_accuracy, vqa_predict, vqa_soft_accuracy, write_nlvr2_predictions
 from .modeling import (VisualBertForMultipleChoice, VisualBertForPreTraining, VisualBertForQuestionAnswering,
-                       VisualBertForVisualReasoning)
+                       VisualBertForRegionToPhraseAlignment, VisualBertForVisualReasoning)
 from .vcr_model import VisualBertForVCR, VisualBertForVCRPreTraining
 
 
@@ -411,6 +411,148 @@ def checked_images(dataset):
     return dataset
 
 
+# ============================================================================================ Flickr30K
+class GroundingReduction:
+    """``on_batch`` of :func:`visualbert.engine.predict` for grounding: feeds every batch to a
+    :class:`~visualbert.metrics.GroundingEvaluator` (the phrase and region counts vary per batch, so no output is
+    concatenated), optionally with the prediction rows and the two baselines (largest box, random box) of the same
+    phrases.
+
+    Args:
+        records (bool): keep :func:`~visualbert.metrics.grounding_prediction_records` rows (``rows``).
+        baselines (bool): also score the largest-box and random-box rankings (``baselines``).
+        seed (int): the random-box draw.
+    """
+
+    def __init__(self, records: bool = False, baselines: bool = False, seed: int = 0):
+        from .metrics import GroundingEvaluator
+
+        self.evaluator = GroundingEvaluator()
+        self.rows = [] if records else None
+        self.baselines = {"largest_box": GroundingEvaluator(), "random_box": GroundingEvaluator()} if baselines else None
+        self.rng = np.random.default_rng([seed, 30])
+
+    def __call__(self, batch: dict, out) -> None:
+        from .accel import to_float32_numpy
+        from .metrics import grounding_prediction_records, largest_box_scores, random_box_scores
+
+        logits = to_float32_numpy(out["logits"])
+        targets = to_float32_numpy(batch["labels"])
+        positions = to_float32_numpy(batch["region_to_phrase_position"])
+        mask = to_float32_numpy(batch["visual_attention_mask"])
+        types = [[p["types"] for p in phrases] for phrases in batch["phrases"]]
+        self.evaluator.add_batch(logits, targets, positions, mask, types)
+        for b, phrases in enumerate(batch["phrases"]):
+            num_phrases, boxes = len(phrases), np.asarray(batch["region_boxes"][b])
+            scores, target = logits[b, :num_phrases, : len(boxes)], targets[b, :num_phrases, : len(boxes)]
+            if self.rows is not None:
+                self.rows += grounding_prediction_records(scores, target, boxes, phrases, batch["image_id"][b],
+                                                          batch["caption_index"][b])
+            if self.baselines is not None:
+                self.baselines["largest_box"].add(largest_box_scores(boxes, num_phrases), target, types[b])
+                self.baselines["random_box"].add(random_box_scores(len(boxes), num_phrases, self.rng), target, types[b])
+
+    def result(self) -> dict:
+        """dict: :meth:`GroundingEvaluator.result` (``R@1``, ``R@5``, ``R@10``, ``upper_bound``, ``per_type`` ...),
+        with ``baselines`` (name -> the same keys without ``per_type``) when asked for."""
+        metrics = self.evaluator.result()
+        if self.baselines is not None:
+            metrics["baselines"] = {}
+            for name, evaluator in self.baselines.items():
+                metrics["baselines"][name] = {k: v for k, v in evaluator.result().items() if k != "per_type"}
+        return metrics
+
+
+class Flickr30K(Task):
+    """Flickr30K Entities region-to-phrase grounding (``configs/flickr/fine-tune.json``): the KL-divergence loss of
+    :class:`~visualbert.modeling.VisualBertForRegionToPhraseAlignment`, R@1/5/10 over every phrase with a box, best
+    checkpoint by R@1."""
+
+    name = "flickr30k"
+    model_class = VisualBertForRegionToPhraseAlignment
+    metric_for_best = "R@1"
+    outputs = ()
+
+    @staticmethod
+    def add_data_args(parser: ArgumentParser, train: bool = True) -> None:
+        from .cli import str2bool
+
+        g = parser.add_argument_group("Flickr30K Entities data")
+        g.add_argument("--data_dir", required=True,
+                       help="Flickr30K Entities directory: Sentences/, Annotations/, train.txt, val.txt, test.txt (or "
+                            "BAN's data root holding Flickr30kEntities/)")
+        g.add_argument("--features", required=True,
+                       help="proposals: a directory with BAN's <split>.hdf5 + <split>_imgid2idx.pkl, or our stores "
+                            "(<split>/features + <split>/boxes, or features/ + boxes/)")
+        g.add_argument("--max_regions", type=int, default=None, help="proposals kept per image (default: all)")
+        g.add_argument("--spatial_features", type=str2bool, default=True,
+                       help="append BAN's 6 spatial features to the region features (every Flickr config: 2048 + 6)")
+        g.add_argument("--iou_threshold", type=float, default=0.5, help="IoU of a positive proposal")
+        if train:
+            g.add_argument("--train_split", default="train")
+            g.add_argument("--eval_split", default="val", help="'' = no evaluation")
+        else:
+            g.add_argument("--split", default="val", help="val or test (the image list <split>.txt)")
+
+    @staticmethod
+    def check_data_args(args: Namespace) -> None:
+        require_path(args.data_dir, "--data_dir", "dir")
+        require_path(args.features, "--features", "any")
+        if not 0.0 < getattr(args, "iou_threshold", 0.5) <= 1.0:
+            raise UsageError(f"--iou_threshold must lie in (0, 1], got {args.iou_threshold}")
+
+    @staticmethod
+    def open_dataset(args: Namespace, tokenizer, split: str, **options):
+        """The :class:`~visualbert.data.flickr30k.Flickr30KDataset` of ``split`` (grounding, or the MLM of task
+        pre-training with ``task="mlm"``); a bad annotation or feature file becomes a :class:`UsageError` naming the
+        file and line."""
+        from .data.errors import DataFormatError
+        from .data.flickr30k import Flickr30KDataset
+
+        try:
+            dataset = Flickr30KDataset(args.data_dir, split, args.features, tokenizer, max_seq_length=args.max_seq_length,
+                                       add_spatial_features=getattr(args, "spatial_features", True),
+                                       iou_threshold=getattr(args, "iou_threshold", 0.5),
+                                       max_regions=getattr(args, "max_regions", None), **options)
+        except DataFormatError as err:
+            raise UsageError(str(err)) from None
+        logging.getLogger("visualbert.tasks").info(
+            "flickr30k %s: %d captions; phrase counts %s", split, len(dataset), dict(sorted(dataset.counts.items())))
+        return checked(args, dataset)
+
+    @classmethod
+    def dataset(cls, args: Namespace, tokenizer, split: str):
+        return cls.open_dataset(args, tokenizer, split)
+
+    @staticmethod
+    def evaluator(dataset) -> GroundingReduction:
+        """The ``on_batch`` reduction :func:`visualbert.engine.evaluate` feeds (see :meth:`score`)."""
+        return GroundingReduction()
+
+    @staticmethod
+    def score(dataset, arrays: dict, meta: dict, loss: float | None) -> dict:
+        """``R@1``, ``R@5``, ``R@10``, ``upper_bound`` (fractions over the phrases with a box), ``per_type``,
+        ``phrases`` and ``loss`` from the :meth:`evaluator` reduction (``meta["evaluator"]``)."""
+        return dict(meta["evaluator"].result(), loss=loss)
+
+    @classmethod
+    def predict(cls, model, dataset, args: Namespace, collate_fn=None):
+        """Writes ``predictions.jsonl`` (per phrase: its text, chain, types, ground-truth boxes, the top-10 proposals
+        with their softmax scores) and ``metrics.json`` (:meth:`score` plus the largest-box and random-box
+        baselines of the same phrases, and the phrase counts of the split)."""
+        from .metrics import write_grounding_predictions
+
+        reduction = GroundingReduction(records=True, baselines=True, seed=getattr(args, "seed", 0))
+        _, _, loss = predict(model, dataset, args.batch_size, collate_fn, args.text_only, args.num_workers,
+                             outputs=(), on_batch=reduction, collect_meta=False)
+        metrics = cls.score(dataset, {}, {"evaluator": reduction}, loss)
+        metrics.update(split=args.split, captions=len(dataset), phrase_counts=dict(sorted(dataset.counts.items())))
+        os.makedirs(args.output_dir, exist_ok=True)
+        write_grounding_predictions(os.path.join(args.output_dir, "predictions.jsonl"), reduction.rows)
+        write_json(os.path.join(args.output_dir, "metrics.json"), metrics)
+        return reduction.rows, metrics
+
+
 # ============================================================================================ pretraining
 class Pretrain(Task):
     name = "pretrain"
@@ -422,12 +564,13 @@ class Pretrain(Task):
     @staticmethod
     def add_data_args(parser: ArgumentParser) -> None:
         g = parser.add_argument_group("pretraining data")
-        g.add_argument("--dataset", choices=("coco_captions", "vqa2", "nlvr2"), required=True,
+        g.add_argument("--dataset", choices=("coco_captions", "vqa2", "nlvr2", "flickr30k"), required=True,
                        help="coco_captions: MLM + sentence-image; vqa2: MLM on the questions; nlvr2: MLM + the label "
-                            "through the sentence-image head")
+                            "through the sentence-image head; flickr30k: MLM on the Flickr30K Entities captions")
         g.add_argument("--data_dir", required=True,
                        help="coco_captions: the annotations directory (captions_{train,val}2014.json); vqa2: the imdb "
-                            "directory; nlvr2: the directory with train.json / dev.json")
+                            "directory; nlvr2: the directory with train.json / dev.json; flickr30k: the Flickr30K "
+                            "Entities directory (Sentences/, Annotations/, train.txt ...)")
         g.add_argument("--features", required=True, help="region-feature root (see the task scripts)")
         g.add_argument("--train_split", default=None,
                        help="default: train2014 / trainval / train; coco_captions: '+'-joined sets read together, "
@@ -439,7 +582,8 @@ class Pretrain(Task):
         g.add_argument("--max_regions", type=int, default=None, help="cap on regions per image")
         g.add_argument("--mask_prob", type=float, default=0.15)
 
-    DEFAULT_SPLITS = {"coco_captions": ("train2014", "val2014"), "vqa2": ("trainval", "minival"), "nlvr2": ("train", "dev")}
+    DEFAULT_SPLITS = {"coco_captions": ("train2014", "val2014"), "vqa2": ("trainval", "minival"), "nlvr2": ("train", "dev"),
+                      "flickr30k": ("train", "val")}
 
     @classmethod
     def check_data_args(cls, args: Namespace) -> None:
@@ -512,6 +656,8 @@ class Pretrain(Task):
                 raise UsageError(str(err)) from None
             return checked(args, VQA2Dataset(files, args.features, tokenizer, max_seq_length=args.max_seq_length,
                                              task="mlm", mask_prob=args.mask_prob, seed=args.seed, feature_dim=None))
+        if args.dataset == "flickr30k":  # configs/flickr/pre-train.json: MLM only, spatial features on
+            return Flickr30K.open_dataset(args, tokenizer, split, task="mlm", mask_prob=args.mask_prob, seed=args.seed)
         path = os.path.join(args.data_dir, f"{split}.json")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"NLVR2 annotation file {path} does not exist (split {split!r})")
