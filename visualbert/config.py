@@ -39,7 +39,9 @@ class TrainConfig:
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     max_grad_norm: float = 1.0
-    freeze_pooler: bool = False
+    train_pooler: bool = False
+    optimizer: str = "bertadam"
+    patience: int = 0
     seed: int = 42
     use_amp: bool = False
     amp_level: str = "O1"
@@ -71,6 +73,12 @@ class TrainConfig:
             raise UsageError("--num_train_epochs must be positive (or give --max_steps)")
         if self.eval_steps < 0:
             raise UsageError(f"--eval_steps must be >= 0, got {self.eval_steps}")
+        if self.optimizer not in ("bertadam", "adamw"):
+            raise UsageError(f"--optimizer must be bertadam or adamw, got {self.optimizer!r}")
+        if self.patience < 0:
+            raise UsageError(f"--patience must be >= 0, got {self.patience}")
+        if self.optimizer == "bertadam" and isinstance(self.warmup, float) and self.warmup >= 1.0:
+            raise UsageError(f"--warmup {self.warmup}: BertAdam's warmup proportion must be below 1")
         if self.learning_rate <= 0:
             raise UsageError(f"--learning_rate must be positive, got {self.learning_rate}")
         if self.resume_from and self.resume_from != "latest" and not os.path.isdir(self.resume_from):
