@@ -1,8 +1,10 @@
 """The one training engine used by every script (pretraining, VQA2, NLVR2, VCR): it trains and evaluates.
 
-* AdamW (weight decay on everything but biases and LayerNorm parameters), linear warmup (a proportion or a
-  number of steps) and linear decay to 0 (``paddlenlp.transformers.LinearDecayWithWarmup``), global-norm
-  gradient clipping, all built by :func:`build_optimizer` (the one place to change the optimizer);
+* the optimizer, built by :func:`build_optimizer` (the one place): by default the original's BertAdam
+  (:mod:`visualbert.optim`: per-tensor clipping, no bias correction, its warmup-linear schedule over the original's
+  ``t_total``, no scheduler object), or AdamW (weight decay on everything but biases and LayerNorm parameters),
+  linear warmup and decay to 0 (``paddlenlp.transformers.LinearDecayWithWarmup``) and global-norm clipping; the
+  pooler is left out of the optimizer unless ``train_pooler``, as the original; ``--patience`` early stopping;
 * gradient accumulation: the loss of a micro-batch is divided by the size of its accumulation group, the
   optimizer and the LR schedule step once per group (the last group of an epoch may be shorter);
 * data parallelism: one global shuffled order per (seed, epoch) shared by all ranks; a global batch of
@@ -14,7 +16,8 @@
   gradients before the optimizer's global-norm clipping and skips updates with inf/nan; under O2 the saved weights
   are the optimizer's fp32 master weights;
 * the prediction loop (:func:`predict`) that evaluation during training and the predict scripts share;
-* logging through :class:`RunLogger` (JSON lines ``metrics.jsonl``), evaluation every N steps or each epoch, best
+* logging through :class:`RunLogger` (JSON lines ``metrics.jsonl``; the loss read from the device only at logging
+  steps), evaluation every N steps or each epoch (sharded over the processes, gathered in dataset order), best
   checkpoint, checkpoints ``step_<N>/`` (:mod:`visualbert.checkpoints`), exact resume.
 
 Only rank 0 writes files. Observers (tests, extra loggers) install :class:`TrainerCallback` objects.
@@ -362,7 +365,8 @@ class Trainer:
         model (paddle.nn.Layer): an unwrapped VisualBERT model; ``model(**inputs)`` returns ``loss``.
         train_dataset: indexable dataset of numpy dicts.
         collate_fn (callable): samples → batch dict (forward arguments of :data:`TENSOR_KEYS` + metadata).
-        evaluate_fn (callable, optional): ``evaluate_fn(model) -> dict of floats``, run on rank 0 only.
+        evaluate_fn (callable, optional): ``evaluate_fn(model) -> dict of floats``, run on every rank (collectives
+            inside it must be called by all ranks; every rank must return the same metrics).
         callbacks (iterable of TrainerCallback): observers of the run.
     """
 
@@ -618,6 +622,9 @@ class Trainer:
         if self.is_main:
             save_model_dir(self.model, os.path.join(self.output_dir, "final"), {"trainer_state.json": dict(self.state)},
                            state_dict=self._fp32_weights())
+        if self.world_size > 1:
+            # No rank leaves (and tears down its process-group connections) while rank 0 is still writing.
+            paddle.distributed.barrier()
         for callback in self.callbacks:
             callback.on_train_end(self)
         return dict(self.state)
