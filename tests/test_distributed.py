@@ -1,5 +1,7 @@
-"""Two CPU processes (gloo) under ``python -m paddle.distributed.launch``: the first update of 2 processes × batch B
-equals 1 process × batch 2B, both ranks end with identical weights, and only rank 0 writes files."""
+"""Two CPU processes (gloo) under ``python -m paddle.distributed.launch``: with BertAdam (the original's optimizer,
+per-tensor clipping on the all-reduced gradients) the updates of 2 processes × batch B equal 1 process × batch 2B,
+both ranks end with identical weights, the evaluation sharded over the 2 ranks gives the 1-process metrics, and only
+rank 0 writes files."""
 
 import os
 import subprocess
@@ -14,7 +16,7 @@ from visualbert.fileio import read_jsonl
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = ["--hidden_size", "32", "--num_hidden_layers", "2", "--num_attention_heads", "2", "--intermediate_size", "64",
          "--disable_tqdm", "--dropout", "0", "--learning_rate", "1e-3", "--warmup", "0", "--logging_steps", "1",
-         "--save_steps", "1", "--max_seq_length", "40", "--seed", "7"]
+         "--save_steps", "1", "--max_seq_length", "40", "--seed", "7", "--optimizer", "bertadam"]
 
 
 @pytest.fixture(scope="module")

@@ -99,6 +99,9 @@ class TrainConfig:
         """
         check_model_args(args)
         task.check_data_args(args)
+        if getattr(args, "freeze_pooler", False) and getattr(args, "train_pooler", False):
+            raise UsageError("--freeze_pooler and --train_pooler contradict each other (the pooler is frozen by "
+                             "default; --freeze_pooler is only kept for old command lines)")
         metric, greater = best_metric(args.metric_for_best, args.greater_is_better, args.no_eval,
                                       task.metric_for_best, task.greater_is_better)
         train_split, eval_split = task.splits(args)
