@@ -169,6 +169,11 @@ def test_patience_stops_as_the_original(tmp_path, metrics, greater):
     evals = [r for r in read_jsonl(tmp_path / "metrics.jsonl") if r["type"] == "eval"]
     assert [r["score"] for r in evals] == metrics[:stop + 1]
     assert os.path.isdir(tmp_path / f"step_{state['global_step']}")  # the stopping step is saved
+    # resuming the stopped run does not train on
+    args = bertadam_args(tmp_path, batch_size=4, num_train_epochs=len(metrics), patience=patience,
+                         metric_for_best="score", greater_is_better=greater, resume_from="latest")
+    again = Trainer(args, tiny_model(), ToyNLVR2(8), Collator(), evaluate_fn=lambda m: {"score": 0.0})
+    assert again.train()["global_step"] == state["global_step"]
 
 
 # ------------------------------------------------------------------------------------------ launchers

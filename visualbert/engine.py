@@ -304,6 +304,8 @@ def evaluate(model, task, dataset, batch_size: int, collate_fn: Callable | None 
     """
     from . import distributed_eval
 
+    if len(dataset) < world_size:  # too small to give every rank a block: each evaluates all of it alone
+        world_size, rank = 1, 0
     part = distributed_eval.shard(dataset, world_size, rank)
     streaming = hasattr(task, "batch_statistics")
     totals = collections.Counter()
@@ -554,7 +556,7 @@ class Trainer:
 
             progress = tqdm(total=self.total_steps, initial=self.state["global_step"], desc="train", dynamic_ncols=True)
         window, window_start = accel.LossWindow(), time.time()  # the loss stays on the device until logged
-        done = self.state["global_step"] >= self.total_steps
+        done = self.state["global_step"] >= self.total_steps or bool(self.state.get("stopped_early"))
         while not done:
             epoch = self.state["epoch"]
             if hasattr(self.train_dataset, "set_epoch"):
@@ -611,6 +613,7 @@ class Trainer:
                 if not finished and self.patience_exhausted():
                     logger.info("early stopping at step %d: the best evaluation (step %s) is more than %d "
                                 "evaluations old (--patience)", step, self.state["best_step"], config.patience)
+                    self.state["stopped_early"] = True  # a resumed run does not train on
                     finished = True
                 if step % config.save_steps == 0 or finished:
                     self.save_checkpoint()
