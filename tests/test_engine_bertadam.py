@@ -220,3 +220,45 @@ def test_every_flag_a_launcher_passes_is_accepted(launcher, monkeypatch):
         assert unknown == [], f"{launcher}: {os.path.relpath(script, ROOT)} does not accept {unknown}"
         if hasattr(namespace, "optimizer"):  # a training command
             assert namespace.optimizer == "bertadam" and namespace.patience == 3 and namespace.train_pooler
+
+
+def test_o2_bertadam_masters_are_the_weights_before_the_cast(tmp_path, monkeypatch):
+    # AMP is a no-op on CPU, so O2 is forced here: paddle.amp.decorate casts the weights (it needs no GPU); the forward
+    # pass is not run. BertAdam's fp32 master weights must be the exact fp32 weights of before the cast (not the
+    # bf16-rounded ones), the frozen pooler must stay fp32 (it has no master), and what a checkpoint saves is fp32.
+    from visualbert import accel
+    from visualbert.engine import Trainer
+
+    import paddle
+
+    monkeypatch.setattr(accel.AmpConfig, "from_args",
+                        classmethod(lambda cls, args: cls(enabled=True, level="O2", dtype="bfloat16")))
+    calls = []
+
+    def decorate(models, level, dtype, excluded_layers=None, optimizers=None, **kw):
+        # paddle.amp.decorate is a no-op without a GPU; cast as it does on one (every layer but the excluded ones)
+        calls.append(dict(kw, level=level, dtype=dtype, optimizers=optimizers))
+        keep = {id(sub) for layer in (excluded_layers or []) for sub in layer.sublayers(include_self=True)}
+        for layer in models.sublayers(include_self=True):
+            if id(layer) not in keep:
+                layer._to_impl(dtype=dtype, include_sublayers=False, floating_only=True)  # in place, as decorate
+        return models
+
+    monkeypatch.setattr(paddle.amp, "decorate", decorate)
+    model = tiny_model()
+    before = weights(model)
+    trainer = Trainer(bertadam_args(tmp_path, batch_size=2, max_steps=2), model, ToyNLVR2(8), Collator())
+    assert calls == [{"level": "O2", "dtype": "bfloat16", "optimizers": None, "master_grad": True}]
+
+    params = dict(trainer.model.named_parameters())
+    assert params["visual_bert.encoder.layer.0.attention.self.query.weight"].dtype == paddle.bfloat16
+    assert all(params[k].dtype == paddle.float32 for k in POOLER)
+    masters = trainer.optimizer._masters
+    low = {n for n, p in params.items() if p.dtype == paddle.bfloat16}
+    assert low and set(masters) == low
+    for name in low:
+        np.testing.assert_array_equal(masters[name].numpy(), before[name], err_msg=name)
+    saved = accel.fp32_state_dict(trainer.model, trainer.optimizer)
+    for name, value in saved.items():
+        assert value.dtype == paddle.float32, name
+        np.testing.assert_array_equal(value.numpy(), before[name], err_msg=name)
