@@ -23,9 +23,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # hundreds of steps on these data)
 CONFIG = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128,
           "initializer_range": 0.1}
+# AdamW with the pooler trained, not the scripts' default (the original's BertAdam, pooler frozen): a tiny model from
+# scratch at lr 1e-3 learns more in 500 steps with it (VQA2 val with regions, measured: 67.1 AdamW, 60.8 BertAdam).
 TRAIN = ["--dropout", "0", "--learning_rate", "1e-3", "--warmup", "0.1", "--batch_size", "32", "--max_seq_length", "32",
          "--logging_steps", "50", "--save_steps", "100000", "--no_eval", "--disable_tqdm", "--overwrite_output_dir",
-         "--check_features"]
+         "--check_features", "--optimizer", "adamw", "--train_pooler"]
 VARIANTS = (("image", []), ("text_only", ["--text_only"]))
 FLICKR_DATA = ["--flickr_images", "800", "--flickr_dim", "64"]  # 600 train / 100 val / 100 test images, 5 captions each
 

@@ -581,6 +581,10 @@ class Pretrain(Task):
                             "imdb_minival2014.npy; its entries' image_name), as the original exclude_minival")
         g.add_argument("--max_regions", type=int, default=None, help="cap on regions per image")
         g.add_argument("--mask_prob", type=float, default=0.15)
+        g.add_argument("--answer_text", choices=("characters", "words"), default="characters",
+                       help="vqa2: the answer appended to the question as the original's vqa_dataset.py does "
+                            "(characters: 'y e s', how the released visualbert-vqa-pre was trained) or as WordPieces "
+                            "(words)")
 
     DEFAULT_SPLITS = {"coco_captions": ("train2014", "val2014"), "vqa2": ("trainval", "minival"), "nlvr2": ("train", "dev"),
                       "flickr30k": ("train", "val")}
@@ -638,12 +642,17 @@ class Pretrain(Task):
 
         if args.dataset == "coco_captions":
             paths = Pretrain.coco_caption_files(args.data_dir, split)
-            exclude = None
-            if getattr(args, "exclude_minival", None) and split == Pretrain.splits(args)[0]:
-                exclude = Pretrain.minival_image_keys(args.exclude_minival)
+            exclude = only = None
+            if getattr(args, "exclude_minival", None):
+                # The original (expand_coco + exclude_minival) trains without the minival images and validates
+                # on exactly them.
+                if split == Pretrain.splits(args)[0]:
+                    exclude = Pretrain.minival_image_keys(args.exclude_minival)
+                else:
+                    only = Pretrain.minival_image_keys(args.exclude_minival)
             ds = CocoCaptionsPretrainDataset(
                 paths, args.features, tokenizer, max_seq_length=args.max_seq_length, mask_prob=args.mask_prob,
-                seed=args.seed, max_regions=args.max_regions, exclude_image_ids=exclude)
+                seed=args.seed, max_regions=args.max_regions, exclude_image_ids=exclude, only_image_ids=only)
             if exclude is not None:
                 logging.getLogger("visualbert.tasks").info(
                     "coco_captions %s: excluded %d captions of the %d images of %s", split, ds.num_excluded_captions,
@@ -655,7 +664,8 @@ class Pretrain(Task):
             except ValueError as err:
                 raise UsageError(str(err)) from None
             return checked(args, VQA2Dataset(files, args.features, tokenizer, max_seq_length=args.max_seq_length,
-                                             task="mlm", mask_prob=args.mask_prob, seed=args.seed, feature_dim=None))
+                                             task="mlm", mask_prob=args.mask_prob, seed=args.seed, feature_dim=None,
+                                             answer_text=getattr(args, "answer_text", "characters")))
         if args.dataset == "flickr30k":  # configs/flickr/pre-train.json: MLM only, spatial features on
             return Flickr30K.open_dataset(args, tokenizer, split, task="mlm", mask_prob=args.mask_prob, seed=args.seed)
         path = os.path.join(args.data_dir, f"{split}.json")
