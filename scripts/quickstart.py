@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Quickstart (``make demo``): synthetic data → tiny VisualBERT trained from scratch on VQA2 and NLVR2 on CPU, with a
-text-only run (regions masked out) and the majority baseline for each, then a results table.
+text-only run (regions masked out) and the majority baseline for each, then a results table; and Flickr30K Entities
+grounding (R@1/5/10 on test beside the largest-box and random-box baselines and the upper bound).
 
 The image and text-only runs of a task train side by side (one thread each; ``--sequential`` for one at a time),
 logging to ``<out>/logs/``. NLVR2 uses the ``simple`` synthetic templates (presence statements about the left,
@@ -22,10 +23,23 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # hundreds of steps on these data)
 CONFIG = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128,
           "initializer_range": 0.1}
+# AdamW with the pooler trained, not the scripts' default (the original's BertAdam, pooler frozen): a tiny model from
+# scratch at lr 1e-3 learns more in 500 steps with it (VQA2 val with regions, measured: 67.1 AdamW, 60.8 BertAdam).
 TRAIN = ["--dropout", "0", "--learning_rate", "1e-3", "--warmup", "0.1", "--batch_size", "32", "--max_seq_length", "32",
          "--logging_steps", "50", "--save_steps", "100000", "--no_eval", "--disable_tqdm", "--overwrite_output_dir",
-         "--check_features"]
+         "--check_features", "--optimizer", "adamw", "--train_pooler"]
 VARIANTS = (("image", []), ("text_only", ["--text_only"]))
+FLICKR_DATA = ["--flickr_images", "800", "--flickr_dim", "64"]  # 600 train / 100 val / 100 test images, 5 captions each
+
+
+def flickr_table(metrics):
+    """Markdown rows of the Flickr30K test metrics: the baselines, the trained model and the upper bound."""
+    lines = ["| Flickr30K test (%) | largest box | random box | VisualBERT | upper bound |", "|---|---|---|---|---|"]
+    for k in ("R@1", "R@5", "R@10"):
+        vals = [metrics["baselines"]["largest_box"][k], metrics["baselines"]["random_box"][k], metrics[k],
+                metrics["upper_bound"]]
+        lines.append(f"| {k} | " + " | ".join(f"{100 * v:.1f}" for v in vals) + " |")
+    return "\n".join(lines)
 
 
 def sh(cmd):
@@ -61,6 +75,7 @@ def main():
     p.add_argument("--num_images", type=int, default=3000, help="synthetic VQA2 images (3 questions each, 60%% train)")
     p.add_argument("--nlvr2_sets", type=int, default=5000,
                    help="synthetic NLVR2 sentences (2 image pairs each, 60%% train)")
+    p.add_argument("--flickr_steps", type=int, default=300, help="optimizer steps of the Flickr30K grounding run")
     p.add_argument("--sequential", action="store_true",
                    help="one run at a time with all cores (default: the image and text-only runs side by side, "
                         "one thread each)")
@@ -71,7 +86,8 @@ def main():
     t0 = time.time()
     if os.path.isdir(data):
         shutil.rmtree(data)  # no stale feature files from a run of another size
-    sh([py, "tools/make_synthetic_data.py", "--out", data, "--tasks", "vqa,nlvr2", "--num_images", str(args.num_images),
+    sh([py, "tools/make_synthetic_data.py", "--out", data, "--tasks", "vqa,nlvr2,flickr30k", *FLICKR_DATA,
+        "--num_images", str(args.num_images),
         "--nlvr2_sets", str(args.nlvr2_sets), "--nlvr2_templates", "simple", "--vqa_dim", "64", "--nlvr2_dim", "64",
         "--quiet"])
     os.makedirs(args.out, exist_ok=True)
@@ -106,6 +122,15 @@ def main():
         else:
             run_pair(train_cmds, [log + ".train.log" for log in logs], threads=1)
             run_pair(predict_cmds, [log + ".predict.log" for log in logs], threads=1)
+    flickr = os.path.join(args.out, "flickr30k")
+    flickr_data = ["--data_dir", f"{data}/flickr30k/Flickr30kEntities", "--features", f"{data}/flickr30k"]
+    for cmd, log in (([py, "Flickr30K/run_flickr.py"] + flickr_data + ["--output_dir", flickr, "--max_steps",
+                                                                       str(args.flickr_steps)] + model, "train"),
+                     ([py, "Flickr30K/run_predict.py", "--model_dir", f"{flickr}/final", "--split", "test",
+                       "--max_seq_length", "32", "--output_dir", f"{flickr}/test"] + flickr_data, "predict")):
+        run_pair([cmd], [os.path.join(args.out, "logs", f"flickr30k.{log}.log")], threads=2)
+    with open(os.path.join(flickr, "test", "metrics.json")) as f:
+        results["flickr30k"] = json.load(f)
     for task, split in (("vqa2", "val"), ("nlvr2", "dev")):
         for variant, _ in VARIANTS:
             with open(os.path.join(args.out, f"{task}_{variant}", split, "metrics.json")) as f:
@@ -133,8 +158,9 @@ def main():
     for label, task, key, scale in rows:
         vals = [results[f"{task}_{v}"][key] * scale for v in ("majority", "text_only", "image")]
         lines.append(f"| {label} | " + " | ".join(f"{v:.1f}" for v in vals) + " |")
-    table = "\n".join(lines)
-    print("\n" + table + f"\n\n({results['seconds']} s; {args.vqa_steps} VQA2 / {args.nlvr2_steps} NLVR2 steps per run)")
+    table = "\n".join(lines) + "\n\n" + flickr_table(results["flickr30k"])
+    print("\n" + table + f"\n\n({results['seconds']} s; {args.vqa_steps} VQA2 / {args.nlvr2_steps} NLVR2 steps per run, "
+          f"{args.flickr_steps} Flickr30K steps)")
     write_json(os.path.join(args.out, "results.json"), results)
     write_text(os.path.join(args.out, "results.md"), table + "\n")
     logs = os.path.join(ROOT, "logs", "quickstart")

@@ -48,6 +48,9 @@ def test_config_from_args_resolves_defaults_once_and_is_frozen(tmp_path):
         config.arguments["batch_size"] = 4  # the copy of the command line for args.json is read-only too
     assert config.arguments["batch_size"] == 3
     assert TrainConfig.from_args(_parse(tmp_path, "--no_eval"), NLVR2).eval_split is None
+    # the original's recipe by default: BertAdam, pooler frozen, no early stopping unless asked
+    assert (config.optimizer, config.train_pooler, config.patience) == ("bertadam", False, 0)
+    assert TrainConfig.from_args(_parse(tmp_path, "--freeze_pooler"), NLVR2).train_pooler is False  # old alias
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -56,6 +59,8 @@ def test_config_from_args_resolves_defaults_once_and_is_frozen(tmp_path):
     (("--learning_rate", "0"), "--learning_rate must be positive"),
     (("--num_train_epochs", "0"), "--num_train_epochs must be positive"),
     (("--eval_steps", "-1"), "--eval_steps must be >= 0"),
+    (("--patience", "-1"), "--patience must be >= 0"),
+    (("--freeze_pooler", "--train_pooler"), "contradict"),
 ])
 def test_bad_values_are_one_usage_error(tmp_path, argv, message):
     with pytest.raises(UsageError, match=message):

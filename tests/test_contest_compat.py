@@ -36,7 +36,12 @@ def contest(tmp_path_factory):
     shutil.move(f"{synth}/vqa2/answers_vqa.txt", home / "VQA2" / "extras" / "vocabs" / "answers_vqa.txt")
     shutil.move(f"{synth}/nlvr2", home / "NLVR2" / "annotations")
     shutil.move(f"{synth}/coco/annotations", home / "COCOCaptions" / "annotations")
-    return {"x_coco": str(x_coco) + "/", "x_nlvr": str(x_nlvr) + "/", "home": str(home), "base": base}
+    # coco_detectron_fix_144: the NLVR2 line's COCO regions, X_COCO/data/detectron_fix_144/nlvr2/{train,val}/...
+    for image_set, folder in (("train2014", "train"), ("val2014", "val")):
+        shutil.copytree(x_coco / "data" / "detectron_fix_100" / "fc6" / "vqa" / image_set,
+                        x_coco / "data" / "detectron_fix_144" / "nlvr2" / folder / "feature_1024dim")
+    return {"x_coco": str(x_coco) + "/", "x_nlvr": str(x_nlvr) + "/", "home": str(home), "base": base,
+            "ppnlp_home": str(base / "ppnlp")}
 
 
 def _translate(argv, script, home):
@@ -73,12 +78,35 @@ def test_nlvr2_and_pretrain_layouts(contest, tmp_path):
                                  image_feature_type="coco_detectron_fix_100", data_home=contest["home"])
     assert got["--data_dir"] == os.path.join(contest["home"], "COCOCaptions", "annotations")
     assert got["--max_regions"] == "100"
-    # The NLVR2-line COCO features: only the train2014 folder is one feature root, so no evaluation split.
-    os.makedirs(tmp_path / "data" / "detectron_fix_144" / "nlvr2" / "train" / "feature_1024dim")
-    got = resolve_contest_layout("pretrain", input_dir=str(tmp_path), dataset="coco_captions",
+    got = resolve_contest_layout("pretrain", input_dir=contest["x_coco"], dataset="vqa2", data_home=contest["home"])
+    assert got == {"--data_dir": os.path.join(contest["home"], "VQA2", "imdb"), "--max_regions": "100",
+                   "--features": os.path.join(contest["x_coco"], "data", "detectron_fix_100")}  # run_pretrain's flags
+    # The NLVR2-line COCO features: one root for both sets (our nlvr2 feature layout reads nlvr2/{train,val}).
+    got = resolve_contest_layout("pretrain", input_dir=contest["x_coco"], dataset="coco_captions",
                                  image_feature_type="coco_detectron_fix_144", data_home=contest["home"])
-    assert got["--features"].endswith(os.path.join("nlvr2", "train", "feature_1024dim"))
-    assert got["--eval_split"] == "" and got["--max_regions"] == "144"
+    assert got["--features"] == os.path.join(contest["x_coco"], "data", "detectron_fix_144")
+    assert "--eval_split" not in got and got["--max_regions"] == "144"
+    os.makedirs(tmp_path / "data" / "detectron_fix_144")
+    with pytest.raises(ContestArgsError, match=r"coco_detectron_fix_144 features \(nlvr2/train/feature_1024dim"):
+        resolve_contest_layout("pretrain", input_dir=str(tmp_path), dataset="coco_captions",
+                               image_feature_type="coco_detectron_fix_144", data_home=contest["home"])
+
+
+def test_coco_detectron_fix_144_feature_layout(contest):
+    """The contest's COCO files for the NLVR2 line: key COCO_<set>_<id> -> nlvr2/<train|val>/feature_1024dim/."""
+    from visualbert.data.features import NpyFeatureStore
+
+    root = os.path.join(contest["x_coco"], "data", "detectron_fix_144")
+    source = os.path.join(contest["x_coco"], "data", "detectron_fix_100", "fc6", "vqa")
+    for store_root in (root, os.path.join(root, "nlvr2")):
+        store = NpyFeatureStore(store_root)
+        assert store.layout == "nlvr2"
+        for image_set, folder in (("train2014", "train"), ("val2014", "val")):
+            name = sorted(os.listdir(os.path.join(source, image_set)))[0]
+            key = name[: -len(".npy")]
+            assert store.path(key) == os.path.join(root, "nlvr2", folder, "feature_1024dim", name)
+            np.testing.assert_array_equal(store[key], np.load(os.path.join(source, image_set, name)))
+        assert "COCO_test2015_000000000001" not in store  # the contest port has no test set there
 
 
 def test_nested_nlvr2_annotations_are_found(tmp_path):
@@ -117,6 +145,10 @@ def test_our_command_is_left_alone(contest):
     argv = ["--imdb_dir", "a", "--features", "b", "--save_steps", "3", "--gradient_accumulation_steps", "2"]
     out, notices = _translate(argv, "vqa2", contest["home"])
     assert out == argv and notices == []
+    # --use_amp and --scale_loss are ours too: our bfloat16 default stays (no --amp_dtype float16 added)
+    argv = ["--data_dir", "a", "--features", "b", "--use_amp", "--scale_loss", "128"]
+    for script in ("vqa2", "nlvr2", "pretrain"):
+        assert _translate(argv, script, contest["home"]) == (argv, [])
 
 
 def test_pretrain_flags_translate_with_one_notice_each(contest):
@@ -183,34 +215,62 @@ def test_every_flag_entry_explains_itself():
 
 
 # ------------------------------------------------------------------------------------------ end to end
-def _contest_vqa_checkpoint(directory):
-    """A tiny VQA model saved as the contest port saves one (DataParallel prefix, model_config.json)."""
+# The contest commands go to the scripts' main() as they are: the scripts' parser translates them.
+def _contest_checkpoint(directory, head, seed=7):
+    """A tiny model of the contest port's structure, saved as the contest port saves one (DataParallel prefix,
+    model_config.json); returns the reference model."""
     import contest_port_reference as ref
 
     from visualbert.data.answers import load_answer_vocab
 
-    paddle.seed(0)
     sizes = dict(vocab=30522, hidden=32, visual_dim=DIM, layers=2, heads=2, intermediate=64, max_positions=64)
-    model = ref.randomise(ref.ContestForQuestionAnswering(len(load_answer_vocab()), **sizes), seed=7)
+    model = (ref.ContestForQuestionAnswering(len(load_answer_vocab()), **sizes) if head == "vqa"
+             else ref.ContestForVisualReasoning(2, **sizes))
+    ref.randomise(model, seed=seed)
+    model.eval()
     os.makedirs(directory)
     paddle.save({"_layers." + k: v for k, v in model.state_dict().items()}, os.path.join(directory, "model_state.pdparams"))
     with open(os.path.join(directory, "model_config.json"), "w") as f:
-        json.dump({"init_args": [{"num_attention_heads": 2, "hidden_act": "gelu"}], "init_class": "VisualBertForQuestionAnswering"}, f)
+        json.dump({"init_args": [{"num_attention_heads": 2, "hidden_act": "gelu"}],
+                   "init_class": "VisualBertForQuestionAnswering" if head == "vqa" else "VisualBertForVisualReasoning"}, f)
+    return model
 
 
-def test_contest_vqa2_command_runs_end_to_end(contest, tmp_path):
+def _reference_logits(model, dataset):
+    """The contest-structure model's logits on the batches our collate builds from ``dataset``."""
+    from visualbert.build import build_collator
+    from visualbert.tokenizer import load_tokenizer
+
+    collate = build_collator(load_tokenizer())
+    keys = ("input_ids", "attention_mask", "token_type_ids", "visual_embeds", "visual_attention_mask",
+            "visual_token_type_ids")
+    out = []
+    with paddle.no_grad():
+        for start in range(0, len(dataset), 4):
+            batch = collate([dataset[i] for i in range(start, min(start + 4, len(dataset)))])
+            out.append(model(**{k: batch[k] for k in keys}).numpy())
+    return np.concatenate(out)
+
+
+def _eval_records(out):
+    return [m for m in map(json.loads, open(os.path.join(out, "metrics.jsonl"))) if m["type"] == "eval"]
+
+
+def test_contest_vqa2_command_runs_end_to_end(contest, tmp_path, monkeypatch, capsys):
     from visualbert.conversion import convert_checkpoint
 
+    monkeypatch.setenv("PPNLP_HOME", contest["ppnlp_home"])
     theirs = str(tmp_path / "vqa2_ft_model_2.pdparams")
-    _contest_vqa_checkpoint(theirs)
+    _contest_checkpoint(theirs, "vqa")
     convert_checkpoint(theirs, str(tmp_path / "converted"))
     out = str(tmp_path / "logs" / "vqa")
     command = ["--input_dir", contest["x_coco"], "--output_dir", out, "--task_name", "vqa2", "--model_type",
                "visualbert", "--model_name_or_path", str(tmp_path / "converted"), "--batch_size", "8",
                "--learning_rate", "2e-5", "--save_steps", "2", "--num_train_epochs", "1", "--logging_steps", "1",
                "--device", "cpu", "--disable_tqdm", "--max_seq_length", "40"]
-    argv, notices = _translate(command, "vqa2", contest["home"])
-    assert _load_script("VQA2/run_vqa2.py")(argv) == 0
+    assert _load_script("VQA2/run_vqa2.py")(command) == 0
+    notices = capsys.readouterr().err
+    assert "contest flag --device: dropped" in notices and "contest layout: --imdb_dir" in notices
     run_args = json.load(open(os.path.join(out, "args.json")))["args"]
     home = contest["home"]
     assert run_args["imdb_dir"] == os.path.join(home, "VQA2", "imdb")
@@ -218,22 +278,109 @@ def test_contest_vqa2_command_runs_end_to_end(contest, tmp_path):
     assert run_args["model_name_or_path"] == str(tmp_path / "converted")
     assert (run_args["train_split"], run_args["eval_split"]) == ("trainval", "minival")  # the contest port's splits
     minival = np.load(os.path.join(home, "VQA2", "imdb", "imdb_minival2014.npy"), allow_pickle=True)
-    evals = [m for m in map(json.loads, open(os.path.join(out, "metrics.jsonl"))) if m["type"] == "eval"]
+    evals = _eval_records(out)
     assert evals and evals[-1]["num_questions"] == len(minival) - 1 and np.isfinite(evals[-1]["loss"])
     assert os.path.isfile(os.path.join(out, "final", "model_state.pdparams"))
 
 
-def test_contest_nlvr2_command_runs_end_to_end(contest, tmp_path):
+def test_contest_nlvr2_command_runs_end_to_end(contest, tmp_path, monkeypatch):
+    monkeypatch.setenv("PPNLP_HOME", contest["ppnlp_home"])
     out = str(tmp_path / "logs" / "nlvr2")
     command = ["--input_dir", contest["x_nlvr"], "--output_dir", out, "--task_name", "nlvr2", "--model_type",
                "visualbert", "--batch_size", "8", "--gradient_accumulation_steps", "2", "--learning_rate", "2e-5",
                "--save_steps", "2", "--num_train_epochs", "1", "--use_amp", "False", "--logging_steps", "1"] + TINY
-    argv, _ = _translate(command, "nlvr2", contest["home"])
-    assert _load_script("NLVR2/run_nlvr2.py")(argv) == 0
+    assert _load_script("NLVR2/run_nlvr2.py")(command) == 0
     run_args = json.load(open(os.path.join(out, "args.json")))["args"]
     assert run_args["data_dir"] == os.path.join(contest["home"], "NLVR2", "annotations")
     assert run_args["features"] == os.path.join(contest["x_nlvr"], "data", "detectron_fix_144")
     assert run_args["gradient_accumulation_steps"] == 2 and run_args["use_amp"] is False
-    evals = [m for m in map(json.loads, open(os.path.join(out, "metrics.jsonl"))) if m["type"] == "eval"]
+    evals = _eval_records(out)
     assert evals and 0.0 <= evals[-1]["accuracy"] <= 1.0 and np.isfinite(evals[-1]["loss"])
     assert os.path.isfile(os.path.join(out, "final", "model_state.pdparams"))
+
+
+def test_contest_predict_commands_match_the_contest_model(contest, tmp_path, monkeypatch):
+    """A contest checkpoint, converted once, answers through the contest predict commands as the contest-structure
+    model does on the same inputs."""
+    from visualbert.conversion import convert_checkpoint
+    from visualbert.data import NLVR2Dataset, VQA2Dataset
+    from visualbert.tokenizer import load_tokenizer
+
+    monkeypatch.setenv("PPNLP_HOME", contest["ppnlp_home"])
+    home, tokenizer = contest["home"], load_tokenizer()
+    # VQA2, the contest's README command (cd VQA2; python run_predict.py --model_name_or_path M): features from
+    # ../X_COCO/data/detectron_fix_100, --mode test (test2015, no answers), result.json in the working directory.
+    reference = _contest_checkpoint(str(tmp_path / "vqa_theirs"), "vqa", seed=3)
+    convert_checkpoint(str(tmp_path / "vqa_theirs"), str(tmp_path / "vqa_ours"))
+    features = os.path.join(contest["x_coco"], "data", "detectron_fix_100")
+    out = str(contest["base"] / "VQA2")
+    os.makedirs(out, exist_ok=True)
+    monkeypatch.chdir(out)
+    assert _load_script("VQA2/run_predict.py")(
+        ["--model_name_or_path", str(tmp_path / "vqa_ours"), "--num_classes", "3129", "--batch_size", "4",
+         "--max_seq_length", "40"]) == 0
+    got = json.load(open(os.path.join(out, "result.json")))
+    dataset = VQA2Dataset([os.path.join(home, "VQA2", "imdb", "imdb_test2015.npy")], features, tokenizer,
+                          answers_file=os.path.join(home, "VQA2", "extras", "vocabs", "answers_vqa.txt"),
+                          max_seq_length=40, feature_dim=None)
+    vocab = open(os.path.join(home, "VQA2", "extras", "vocabs", "answers_vqa.txt")).read().splitlines()
+    expected = [vocab[i] for i in _reference_logits(reference, dataset).argmax(1)]
+    assert len(set(expected)) > 1  # the inputs reach the answers: not one constant prediction
+    assert len(got) == len(dataset) > 0 and [r["answer"] for r in got] == expected
+    # NLVR2: the contest's run_predict.py reads dev.
+    reference = _contest_checkpoint(str(tmp_path / "nlvr2_theirs"), "nlvr2", seed=5)
+    convert_checkpoint(str(tmp_path / "nlvr2_theirs"), str(tmp_path / "nlvr2_ours"))
+    features = os.path.join(contest["x_nlvr"], "data", "detectron_fix_144")
+    out = str(tmp_path / "nlvr2_pred")
+    assert _load_script("NLVR2/run_predict.py")(
+        ["--visual_feature_root", features, "--model_name_or_path", str(tmp_path / "nlvr2_ours"), "--mode", "dev",
+         "--output_dir", out, "--batch_size", "4", "--max_seq_length", "40"]) == 0
+    rows = [line.strip().split(",") for line in open(os.path.join(out, "predictions.csv")) if line.strip()]
+    dataset = NLVR2Dataset(os.path.join(home, "NLVR2", "annotations", "dev.json"), features, tokenizer,
+                           max_seq_length=40, max_regions=144, feature_dim=None)
+    expected = ["True" if p == 1 else "False" for p in _reference_logits(reference, dataset).argmax(1)]
+    assert len(rows) == len(dataset) > 0 and [r[1] for r in rows] == expected
+
+
+@pytest.mark.parametrize("dataset, feature_type, input_dir, features", [
+    ("coco_captions", "coco_detectron_fix_144", "x_coco", "detectron_fix_144"),  # nlvr2-coco-pretrain.sh
+    ("vqa2", "coco_detectron_fix_100", "x_coco", "detectron_fix_100"),  # vqa-pretrain.sh
+    ("nlvr2", "nlvr2_detectron_fix_144", "x_nlvr", "detectron_fix_144"),  # nlvr2-pretrain.sh
+])
+def test_contest_pretraining_commands(contest, tmp_path, monkeypatch, dataset, feature_type, input_dir, features):
+    """The pre-training scripts as they are (their flags and folders); coco_detectron_fix_144 trains on train2014
+    and evaluates on val2014, both read from X_COCO/data/detectron_fix_144/nlvr2/{train,val}/feature_1024dim."""
+    monkeypatch.setenv("PPNLP_HOME", contest["ppnlp_home"])
+    out = str(tmp_path / "logs" / "pre")
+    command = ["--input_dir", contest[input_dir], "--output_dir", out, "--dataset", dataset, "--model_type",
+               "visualbert", "--image_feature_type", feature_type, "--train_batch_size", "8",
+               "--learning_rate", "1e-5", "--num_train_epochs", "1", "--logging_steps", "1", "--save_steps", "100"] + TINY
+    assert _load_script("run_pretrain.py")(command) == 0
+    run_args = json.load(open(os.path.join(out, "args.json")))["args"]
+    assert run_args["features"] == os.path.join(contest[input_dir], "data", features)
+    assert run_args["batch_size"] == 8 and run_args["max_regions"] == int(feature_type[-3:])
+    evals = _eval_records(out)
+    assert evals and np.isfinite(evals[-1]["loss"])  # evaluated on val2014 / minival / dev
+    assert os.path.isfile(os.path.join(out, "final", "model_state.pdparams"))
+
+
+def test_untranslatable_contest_command_is_one_line_and_exit_2(contest, monkeypatch, capsys):
+    from visualbert.cli import main_wrapper
+
+    monkeypatch.setenv("PPNLP_HOME", contest["ppnlp_home"])
+    main = _load_script("VQA2/run_vqa2.py")
+    with pytest.raises(SystemExit) as exit_info:
+        main_wrapper(lambda: main(["--input_dir", contest["x_coco"], "--task_name", "nlvr2", "--output_dir", "o"]))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: --task_name 'nlvr2' does not fit this script") and "Traceback" not in "".join(err)
+
+
+def test_only_the_contest_ports_scripts_translate():
+    from visualbert.contest_compat import contest_script
+
+    assert contest_script("train", ["optimisation", "VCR data"]) is None
+    assert contest_script("predict", ["NLVR2 data"]) == "nlvr2_predict"
+    vcr = _load_script("VCR/run_vcr.py")
+    with pytest.raises(SystemExit):  # argparse: --task_name is not a flag of ours, and VCR had no contest script
+        vcr(["--task_name", "vcr", "--data_dir", "d", "--features", "f", "--output_dir", "o"])

@@ -89,6 +89,8 @@ def test_packed_store_nan_names_the_store_and_the_image(tmp_path):
     assert np.isfinite(store["a"]).all()
     with pytest.raises(DataFormatError, match=r"features\.npy rows 3\.\.5 \(image 'b'\): 1 non-finite"):
         store["b"]
+    with pytest.raises(DataFormatError, match=r"features\.npy rows 3\.\.5 \(image 'b'\): 1 non-finite"):
+        store.view("b")  # the datasets' no-copy read is checked too
 
 
 def test_packing_refuses_a_nan_source(tmp_path):

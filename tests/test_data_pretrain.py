@@ -154,10 +154,14 @@ def _raw_coco(synth, image_set):
     return {a["id"]: (stem[a["image_id"]], a["caption"]) for a in data["annotations"]}
 
 
-def test_coco_train_plus_val_excluding_minival(synth, tok):
+def test_coco_train_plus_val_excluding_minival(synthetic, tok):
     from types import SimpleNamespace
 
     from visualbert.tasks import Pretrain
+
+    # enough val2014 images for a minival of several (the validation split draws pairs among them)
+    synth = synthetic(num_images=30, questions_per_image=1, regions=5, vqa_dim=32, captions_per_image=5,
+                      tasks=("vqa",))
 
     # ground truth from the raw files: captions JSON of both sets, image_name of the minival imdb entries
     raw = {**_raw_coco(synth, "train2014"), **_raw_coco(synth, "val2014")}
@@ -181,8 +185,10 @@ def test_coco_train_plus_val_excluding_minival(synth, tok):
     pairs = {("val2014", int(k.rsplit("_", 1)[1])) for k in minival}
     files = [os.path.join(args.data_dir, f"captions_{s}.json") for s in ("train2014", "val2014")]
     assert set(CocoCaptionsPretrainDataset(files, args.features, tok, exclude_image_ids=pairs).image_keys) == expected
-    # the eval split is not filtered
-    assert set(Pretrain.dataset(args, tok, "val2014").image_keys) == val_images
+    # the eval split is the minival images' val2014 captions (the original validates on exactly those)
+    evaluation = Pretrain.dataset(args, tok, "val2014")
+    assert set(evaluation.image_keys) == minival
+    assert len(evaluation) == sum(1 for k, _ in raw.values() if k in minival)
 
     images_of_text = {}
     for k, c in raw.values():

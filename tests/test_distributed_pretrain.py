@@ -20,6 +20,7 @@ import paddle
 import pytest
 
 from visualbert.data.synthetic import generate
+from visualbert.fileio import read_jsonl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DRIVER = os.path.join(ROOT, "tests", "rank_weights_driver.py")  # every rank writes its final weights
@@ -83,6 +84,11 @@ def test_mlm_only_pretraining_two_processes_equal_one(synth, tmp_path, accum):
                                                                 "model_state.pdparams")).items()}
     key = "cls.predictions.transform.dense.weight"
     assert not np.allclose(first[key], one[key])
+    # The final evaluation is sharded over the 2 ranks (summed MLM statistics) and equals the 1-process one.
+    ev1, ev2 = (next(r for r in read_jsonl(str(tmp_path / d / "metrics.jsonl")) if r["type"] == "eval")
+                for d in ("one", "two"))
+    assert ev2["mlm_loss"] == pytest.approx(ev1["mlm_loss"], rel=1e-4)
+    assert ev2["mlm_accuracy"] == pytest.approx(ev1["mlm_accuracy"], abs=1e-9)
 
 
 @pytest.mark.parametrize("task,reference", [

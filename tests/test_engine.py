@@ -62,7 +62,9 @@ def make_args(output_dir, extra_argv=(), **overrides):
     """A :class:`TrainConfig` from the command line of the training scripts (plus ``overrides``)."""
     parser = training_parser("test")
     argv = ["--output_dir", str(output_dir), "--disable_tqdm", "--batch_size", "4", "--num_train_epochs", "1",
-            "--logging_steps", "1", "--save_steps", "1000", "--learning_rate", "1e-3", "--no_eval"] + list(extra_argv)
+            "--logging_steps", "1", "--save_steps", "1000", "--learning_rate", "1e-3", "--no_eval",
+            # these tests check the AdamW path (BertAdam: tests/test_engine_bertadam.py)
+            "--optimizer", "adamw", "--train_pooler"] + list(extra_argv)
     args = vars(parser.parse_args(argv))
     values = {f.name: args[f.name] for f in dataclasses.fields(TrainConfig) if f.name in args}
     values.update(metric_for_best=None, greater_is_better=True, eval_batch_size=8)
@@ -154,7 +156,7 @@ def test_weight_decay_excludes_bias_and_layernorm():
 
 
 def test_freeze_pooler_leaves_it_untouched(tmp_path):
-    args = make_args(tmp_path, freeze_pooler=True, max_steps=2)
+    args = make_args(tmp_path, train_pooler=False, max_steps=2)
     model = tiny_model()
     before = weights(model)
     Trainer(args, model, ToyNLVR2(8), Collator()).train()

@@ -18,7 +18,14 @@ PAPER = {
     "nlvr2_2_task_pretrain.sh": (64, [("5e-5", "10")]),
     "nlvr2_3_finetune.sh": (64, [("2e-5", "10")]),
     "vcr_finetune.sh": (32, [("2e-5", "8"), ("2e-5", "12")]),
+    "vcr_2_task_pretrain.sh": (32, [("5e-5", "1")]),
+    "vcr_3_finetune_qa.sh": (32, [("2e-5", "8")]),
+    "vcr_3_finetune_qar.sh": (32, [("2e-5", "12")]),
+    "flickr_1_coco_pretrain.sh": (32, [("5e-5", "10")]),
+    "flickr_2_task_pretrain.sh": (32, [("5e-5", "10")]),
+    "flickr_3_finetune.sh": (32, [("2e-5", "5")]),
 }
+WARMUP = {"vcr_2_task_pretrain.sh": "0.1879"}  # configs/vcr/pre-train.json ("chosen to match R2C's")
 
 
 def dry_run(script, *args, **env):
@@ -50,7 +57,7 @@ def test_two_nodes_of_four_gpus(script):
         assert flag(argv, "--rank") == "0" and flag(argv, "--devices") == "0,1,2,3"
         assert int(flag(argv, "--batch_size")) * 8 == global_batch  # 2 nodes x 4 GPUs
         assert flag(argv, "--learning_rate") == lr and flag(argv, "--num_train_epochs") == epochs
-        assert flag(argv, "--warmup") == "0.1" and flag(argv, "--optimizer") == "bertadam"
+        assert flag(argv, "--warmup") == WARMUP.get(script, "0.1") and flag(argv, "--optimizer") == "bertadam"
         assert "--train_pooler" not in argv and "--max_grad_norm" not in argv
         assert flag(argv, "--patience") == "3"
 
@@ -119,3 +126,45 @@ def test_coco_pretraining_refuses_without_minival(tmp_path):
     env = {"DATA": str(tmp_path), "DRY_RUN": "0", "PYTHON": "false"}
     r = dry_run("vqa2_1_coco_pretrain.sh", **env)
     assert r.returncode == 2 and "imdb_minival2014.npy not found" in r.stderr
+
+
+def test_vcr_from_images_stages():
+    pre = launches(dry_run("vcr_2_task_pretrain.sh").stdout)[0][0]
+    assert flag(pre, "--stage") == "pretrain" and flag(pre, "--images") == "/data/vcr/vcr1images"
+    assert flag(pre, "--data_dir") == "/data/vcr" and flag(pre, "--model_name_or_path") == "/init"
+    assert "--freeze_detector" not in pre  # the script's default for --stage pretrain: frozen, as pre-train.json
+    train, cmds = launches(dry_run("vcr_3_finetune_qa.sh", INIT="").stdout)
+    assert flag(train[0], "--mode") == "qa" and flag(train[0], "--model_name_or_path").endswith("runs/vcr_pre/best")
+    predict = [c for c in cmds if "VCR/run_predict.py" in " ".join(c)]
+    assert len(predict) == 1 and flag(predict[0], "--images") == "/data/vcr/vcr1images"
+    train, cmds = launches(dry_run("vcr_3_finetune_qar.sh", QA_MODEL="/qa").stdout)
+    assert flag(train[0], "--mode") == "qar"
+    predict = [c for c in cmds if "VCR/run_predict.py" in " ".join(c)]
+    assert [flag(c, "--split") for c in predict] == ["val", "test"]
+    assert all(flag(c, "--model_dir") == "/qa" and flag(c, "--qar_model_dir").endswith("runs/vcr_qar/best") for c in predict)
+    r = dry_run("vcr_2_task_pretrain.sh", INIT="")
+    assert r.returncode != 0 and "INIT" in r.stderr and "paddle.distributed.launch" not in r.stdout
+
+
+def test_flickr_line_as_the_original():
+    # configs/flickr/*.json: COCO captions on 2054-d features, MLM on the Flickr captions, grounding fine-tuning
+    argv = launches(dry_run("flickr_1_coco_pretrain.sh", COCO_FEATURES="/coco2054").stdout)[0][0]
+    assert argv[argv.index("--dataset") + 1] == "coco_captions" and flag(argv, "--features") == "/coco2054"
+    assert flag(argv, "--bert_model") == "/bert" and flag(argv, "--train_split") == "train2014+val2014"
+    argv = launches(dry_run("flickr_2_task_pretrain.sh").stdout)[0][0]
+    assert any(a.endswith("/run_pretrain.py") for a in argv) and flag(argv, "--dataset") == "flickr30k"
+    assert flag(argv, "--data_dir") == "/data/flickr30k/Flickr30kEntities" and flag(argv, "--features") == "/data/flickr30k"
+    assert flag(argv, "--model_name_or_path") == "/init" and flag(argv, "--max_seq_length") == "128"
+    r = dry_run("flickr_3_finetune.sh", OUT="/runs/f")
+    train, cmds = launches(r.stdout)
+    assert any(a.endswith("Flickr30K/run_flickr.py") for a in train[0]) and flag(train[0], "--eval_split") == "val"
+    predicts = [c for c in cmds if c[1].endswith("Flickr30K/run_predict.py")]
+    assert [flag(c, "--split") for c in predicts] == ["val", "test"]
+    assert all(flag(c, "--model_dir") == "/runs/f/best" for c in predicts)
+
+
+def test_flickr_coco_pretraining_needs_its_features():
+    env = {"PATH": os.environ["PATH"], "HOME": "/tmp", "DRY_RUN": "1", "DATA": "/data", "BERT": "/bert"}
+    r = subprocess.run(["bash", os.path.join(ROOT, "scripts", "flickr_1_coco_pretrain.sh")], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "COCO_FEATURES" in r.stderr and "paddle.distributed.launch" not in r.stdout

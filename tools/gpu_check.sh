@@ -68,7 +68,7 @@ fi
 # 4: O2 save / resume round trip with a frozen pooler (fp32 weights on disk, resumed run = uninterrupted run).
 O2=(NLVR2/run_nlvr2.py --data_dir "$WORK/data/nlvr2" --features "$WORK/data/detectron_fix_144" --batch_size 4
     --max_steps 4 --save_steps 2 --eval_steps 4 --gradient_accumulation_steps 2 --use_amp --amp_level O2
-    --amp_dtype "$DTYPE" --freeze_pooler "${TINY[@]}")
+    --amp_dtype "$DTYPE" "${TINY[@]}")  # BertAdam and a frozen pooler: the scripts' defaults
 export CUDA_VISIBLE_DEVICES="${GPUS%%,*}"
 if run "$WORK/o2a.log" "$PY" "${O2[@]}" --output_dir "$WORK/o2a" \
    && run "$WORK/o2b.log" "$PY" "${O2[@]}" --output_dir "$WORK/o2b" --resume_from "$WORK/o2a/step_2"; then

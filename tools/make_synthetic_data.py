@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Writes a small synthetic VQA2 / COCO captions / NLVR2 / VCR dataset in exactly the real formats.
+"""Writes a small synthetic VQA2 / COCO captions / NLVR2 / VCR / Flickr30K Entities dataset in exactly the real formats.
 
 Answers are learnable from the region features and not from the text alone (see
 ``visualbert/data/synthetic.py``). Seeded and deterministic; a few MB at the default size.
@@ -7,6 +7,10 @@ Answers are learnable from the region features and not from the text alone (see
     python tools/make_synthetic_data.py --out /tmp/synth
     python tools/make_synthetic_data.py --out /tmp/synth_small --vqa_dim 64 --nlvr2_dim 64 --num_images 600
     python tools/make_synthetic_data.py --out /tmp/synth_hard --tasks nlvr2 --nlvr2_templates hard
+    python tools/make_synthetic_data.py --out /tmp/synth_flickr --tasks flickr30k --flickr_images 800
+
+Flickr30K Entities (``visualbert/data/synthetic_flickr.py``) goes to ``OUT/flickr30k``: ``Flickr30kEntities/``
+(Sentences, Annotations, split lists) and BAN's ``{train,val,test}.hdf5`` + ``*_imgid2idx.pkl``.
 """
 
 import argparse
@@ -18,10 +22,13 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from visualbert.data.synthetic import DEFAULTS, NLVR2_TEMPLATES, generate  # noqa: E402
+from visualbert.data.synthetic_flickr import DEFAULTS as FLICKR_DEFAULTS  # noqa: E402
+from visualbert.data.synthetic_flickr import generate_flickr30k  # noqa: E402
+from visualbert.fileio import write_json  # noqa: E402
 
 
 # what generate() writes at the top of --out; --overwrite removes these and nothing else
-GENERATED = ("manifest.json", "vqa2", "coco", "detectron_fix_100", "nlvr2", "detectron_fix_144", "vcr")
+GENERATED = ("manifest.json", "vqa2", "coco", "detectron_fix_100", "nlvr2", "detectron_fix_144", "vcr", "flickr30k")
 
 
 def clear_output(out, overwrite):
@@ -52,7 +59,7 @@ def main(argv=None):
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
     p.add_argument("--tasks", default=",".join(DEFAULTS["tasks"]),
-                   help="comma-separated subset of vqa (VQA2 + COCO captions), nlvr2, vcr")
+                   help="comma-separated subset of vqa (VQA2 + COCO captions), nlvr2, vcr, flickr30k")
     p.add_argument("--num_images", type=int, default=DEFAULTS["num_images"],
                    help="VQA/COCO images, split 60/20/20 into train2014/val2014/test2015")
     p.add_argument("--questions_per_image", type=int, default=DEFAULTS["questions_per_image"])
@@ -70,6 +77,10 @@ def main(argv=None):
                         "comparisons, 'exactly one image'); mixed = half and half (default: %(default)s)")
     p.add_argument("--vcr_examples", type=int, default=DEFAULTS["vcr_examples"], help="VCR questions (train/val 2:1)")
     p.add_argument("--vcr_dim", type=int, default=DEFAULTS["vcr_dim"], help="VCR box feature width (real: 512)")
+    p.add_argument("--flickr_images", type=int, default=sum(FLICKR_DEFAULTS["images"].values()),
+                   help="Flickr30K Entities images (5 captions each), split 75/12.5/12.5 into train/val/test")
+    p.add_argument("--flickr_dim", type=int, default=FLICKR_DEFAULTS["feature_dim"],
+                   help="Flickr30K proposal feature width before the 6 spatial features (real: 2048)")
     p.add_argument("--noise", type=float, default=DEFAULTS["noise"], help="feature noise std (latent space)")
     p.add_argument("--answer_noise", type=float, default=DEFAULTS["answer_noise"],
                    help="probability that one of the ten human answers is wrong")
@@ -82,14 +93,27 @@ def main(argv=None):
     quiet = args.pop("quiet")
     overwrite = args.pop("overwrite")
     tasks = tuple(t.strip() for t in args.pop("tasks").split(",") if t.strip())
-    bad = set(tasks) - {"vqa", "nlvr2", "vcr"}
+    bad = set(tasks) - {"vqa", "nlvr2", "vcr", "flickr30k"}
     if bad:
         p.error(f"unknown tasks {sorted(bad)}")
+    flickr_images, flickr_dim = args.pop("flickr_images"), args.pop("flickr_dim")
+    if "flickr30k" in tasks and flickr_images < 8:
+        p.error(f"--flickr_images {flickr_images}: need at least 8 (train, val and test images)")
     problem = clear_output(out, overwrite)
     if problem:
         print(f"make_synthetic_data.py: error: {problem}", file=sys.stderr)
         return 2
-    manifest = generate(out, progress=not quiet, tasks=tasks, **args)
+    others = tuple(t for t in tasks if t != "flickr30k")
+    manifest = generate(out, progress=not quiet, tasks=others, **args) if others else {"settings": {}, "counts": {}}
+    if "flickr30k" in tasks:
+        train = int(flickr_images * 0.75)
+        images = {"train": train, "val": (flickr_images - train) // 2,
+                  "test": flickr_images - train - (flickr_images - train) // 2}
+        flickr = generate_flickr30k(os.path.join(out, "flickr30k"), images=images, feature_dim=flickr_dim,
+                                    seed=args["seed"])
+        manifest["settings"]["flickr30k"] = flickr["settings"]
+        manifest["counts"]["flickr30k"] = flickr["counts"]
+        write_json(os.path.join(out, "manifest.json"), manifest, indent=1, sort_keys=True)
     print(json.dumps(manifest["counts"], sort_keys=True))
     return 0
 

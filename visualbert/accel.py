@@ -31,7 +31,7 @@ Levels: O1 = the white-listed ops (matmul / linear / attention) run in low preci
 (softmax, LayerNorm, losses) in fp32; O2 = the model's weights are cast to fp16/bf16 and the optimizer keeps
 fp32 master weights and (``master_grad``) fp32 gradients, so that accumulated micro-batch gradients are summed
 in fp32. Paddle 3.3.1 keeps LayerNorm weights fp32 under O2 for float16 only; under bfloat16 they are cast too
-(``paddle.amp.decorate``). Layers outside the optimizer (the frozen pooler, ``--freeze_pooler``) have no master
+(``paddle.amp.decorate``). Layers outside the optimizer (the pooler, frozen unless ``--train_pooler``) have no master
 weight: :func:`prepare` keeps the ones named in ``keep_float32`` (see :func:`float32_layers`) in fp32, else
 their weights would be rounded to 8 mantissa bits for good and saved that way. fp16 needs loss scaling (``GradScaler``, dynamic); bf16 does
 not (its exponent range is fp32's) and needs an Ampere-or-newer GPU. The model's additive attention mask
@@ -168,8 +168,9 @@ def prepare(model, optimizer=None, amp=None, keep_float32=()):
     import paddle
 
     excluded = list(keep_float32) or None
-    if optimizer is None:
-        return paddle.amp.decorate(models=model, level="O2", dtype=amp.dtype, excluded_layers=excluded), None
+    if optimizer is None:  # the model alone (e.g. for BertAdam, which keeps its own fp32 master weights)
+        return paddle.amp.decorate(models=model, level="O2", dtype=amp.dtype, master_grad=bool(amp.master_grad),
+                                   excluded_layers=excluded), None
     return paddle.amp.decorate(models=model, optimizers=optimizer, level="O2", dtype=amp.dtype,
                                master_weight=True, master_grad=bool(amp.master_grad), excluded_layers=excluded)
 

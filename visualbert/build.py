@@ -7,6 +7,7 @@ A new task is a class in :mod:`visualbert.tasks` (see its docstring) added to :d
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from typing import Any
 
@@ -15,9 +16,11 @@ import numpy as np
 from .cli import UsageError, require_path
 from .data import Collator
 from .data.collate import LABEL_KEYS
-from .tasks import NLVR2, VCR, VQA2, Pretrain
+from .detector import DetectorConfig
+from .tasks import NLVR2, VCR, VQA2, Flickr30K, Pretrain, VCRImages, VCRImagesPretrain
+from .vcr_model import vcr_model_class
 
-TASKS = {task.name: task for task in (VQA2, NLVR2, VCR, Pretrain)}
+TASKS = {task.name: task for task in (VQA2, NLVR2, VCR, Pretrain, VCRImages, VCRImagesPretrain, Flickr30K)}
 
 
 def get_task(task: str | type) -> type:
@@ -43,12 +46,14 @@ def build_dataset(task: str | type, split: str, args: argparse.Namespace, tokeni
 
 def visual_width(dataset) -> int:
     """int: the region-feature width D of ``dataset``, from its feature store (a packed store's index, else the
-    first array the store holds)."""
+    first array the store holds; a dataset that appends columns, as Flickr30K's spatial features, says so itself)."""
+    if hasattr(dataset, "visual_width"):
+        return dataset.visual_width()
     return dataset.store.width()
 
 
 def _head_width(architecture: str, num_labels: int) -> int | None:
-    if architecture == "VisualBertForMultipleChoice":
+    if architecture in ("VisualBertForMultipleChoice", "VisualBertForVCR"):
         return 1
     if architecture in ("VisualBertForQuestionAnswering", "VisualBertForVisualReasoning"):
         return num_labels
@@ -68,18 +73,25 @@ def build_model(args: argparse.Namespace, task: str | type, train_dataset):
     if len(train_dataset) == 0:
         raise UsageError("the training set is empty")
     model_class = task.model_class
-    visual_dim = visual_width(train_dataset)
+    # VCR from images: None, the detector makes the regions (their width is the checkpoint's / the config's).
+    visual_dim = task.visual_width(train_dataset) if hasattr(task, "visual_width") else visual_width(train_dataset)
+    with_detector = vcr_model_class(model_class.__name__) is not None
     num_labels = task.num_labels(train_dataset)
     overrides = {}
     if getattr(args, "dropout", None) is not None:
         overrides.update(hidden_dropout_prob=args.dropout, attention_probs_dropout_prob=args.dropout)
     if args.model_name_or_path:
         config = VisualBertConfig.from_pretrained(args.model_name_or_path)
-        if config.visual_embedding_dim != visual_dim:
+        if visual_dim is not None and config.visual_embedding_dim != visual_dim:
             raise UsageError(f"--model_name_or_path {args.model_name_or_path!r} has visual_embedding_dim="
                              f"{config.visual_embedding_dim}, but the task's region features are {visual_dim}-d "
                              "(VQA checkpoints expect 2048, NLVR2 1024, VCR 512)")
         source_arch = (config.architectures or ["VisualBertModel"])[0]
+        if with_detector and vcr_model_class(source_arch) is None:
+            raise UsageError(f"--model_name_or_path {args.model_name_or_path!r} holds a {source_arch}, which has no detector "
+                             "weights: VCR from images needs a directory converted from an original vcr_*.th "
+                             "(checkpoint/convert.py keeps its detector.* keys) or saved by a VCR-from-images run; HF VCR "
+                             "directories have no detector (use them with --features)")
         have = _head_width(source_arch, config.num_labels)
         want = _head_width(model_class.__name__, num_labels)
         if have is not None and want is not None and have != want and not args.ignore_mismatched_sizes:
@@ -87,17 +99,24 @@ def build_model(args: argparse.Namespace, task: str | type, train_dataset):
                              f"outputs; {model_class.__name__} for this task needs {want} "
                              "(pass --ignore_mismatched_sizes to re-initialise the head)")
         try:
-            model = model_class.from_pretrained(args.model_name_or_path, ignore_mismatched_sizes=args.ignore_mismatched_sizes,
-                                                num_labels=num_labels, **overrides)
+            model, info = model_class.from_pretrained(args.model_name_or_path, output_loading_info=True,
+                                                      ignore_mismatched_sizes=args.ignore_mismatched_sizes,
+                                                      num_labels=num_labels, **overrides)
         except ValueError as err:
             raise UsageError(str(err)) from None
-        check_lengths(args, model.config)
-        model.train()
-        return model
+        if with_detector:
+            missing = [k for k in info["missing_keys"] if k.startswith("detector.")]
+            if missing:
+                raise UsageError(f"--model_name_or_path {args.model_name_or_path!r} has no detector weights ({len(missing)} "
+                                 f"detector.* keys missing, e.g. {missing[0]}): VCR from images needs a directory converted "
+                                 "from an original vcr_*.th (checkpoint/convert.py keeps its detector.* keys) or saved "
+                                 "by a VCR-from-images run; HF VCR directories have no detector")
+        return _configured(model, task, args)
     if getattr(args, "config", None):
-        config = VisualBertConfig.from_pretrained(args.config, visual_embedding_dim=visual_dim, num_labels=num_labels, **overrides)
+        width = {} if visual_dim is None else {"visual_embedding_dim": visual_dim}
+        config = VisualBertConfig.from_pretrained(args.config, num_labels=num_labels, **width, **overrides)
     else:
-        values = dict(visual_embedding_dim=visual_dim, num_labels=num_labels, **overrides)
+        values = dict(visual_embedding_dim=visual_dim or DetectorConfig().final_dim, num_labels=num_labels, **overrides)
         for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
             if getattr(args, key, None) is not None:
                 values[key] = getattr(args, key)
@@ -117,6 +136,16 @@ def build_model(args: argparse.Namespace, task: str | type, train_dataset):
             load_bert_weights(model, args.bert_model)
         except (KeyError, ValueError) as err:
             raise UsageError(f"--bert_model {args.bert_model!r}: {err}") from None
+    if with_detector:
+        logging.getLogger("visualbert.build").warning(
+            "%s: the detector starts from random weights (the original starts it from torchvision's ImageNet "
+            "ResNet-50, which is not available here): initialise from a converted vcr_*.th instead", model_class.__name__)
+    return _configured(model, task, args)
+
+
+def _configured(model, task, args):
+    if hasattr(task, "configure_model"):
+        task.configure_model(model, args)
     check_lengths(args, model.config)
     model.train()
     return model

@@ -9,15 +9,12 @@ incomplete and ignored. Every directory is written under a temporary name and mo
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
-import random
 import shutil
 from typing import Any, Callable, Mapping
 
-import logging
-
-import numpy as np
 import paddle
 
 from .cli import UsageError
@@ -100,14 +97,42 @@ def optimizer_state_from_structured(state: Mapping, name_map: Mapping[str, str])
 
 # ------------------------------------------------------------------------------------------ RNG
 def rng_state() -> dict:
-    """The state of python's, numpy's and paddle's generators."""
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "paddle": paddle.get_rng_state()}
+    """The state of python's, numpy's, paddle's CPU and this process's device generators (:mod:`visualbert.rng`:
+    restorable on another number of visible devices, unlike ``paddle.get_rng_state()``)."""
+    from . import rng
+
+    return rng.get_state()
 
 
 def set_rng_state(state: Mapping) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    paddle.set_rng_state(state["paddle"])
+    from . import rng
+
+    rng.set_state(state)
+
+
+def _optimizer_state(optimizer, param_names: Mapping[str, str]) -> dict:
+    """What ``optimizer.pdopt`` holds: BertAdam's state as it is (already keyed by structured names), paddle's
+    accumulators renamed to structured names."""
+    state = optimizer.state_dict()
+    if isinstance(state, dict) and "format" in state:
+        return state
+    return optimizer_state_to_structured(state, param_names)
+
+
+def _restore_optimizer(path: str, optimizer, opt_state: Mapping, param_names: Mapping[str, str]) -> None:
+    from .optim import BertAdam
+
+    saved_bertadam = isinstance(opt_state, dict) and "format" in opt_state
+    if saved_bertadam != isinstance(optimizer, BertAdam):
+        raise UsageError(f"checkpoint {path} was written with --optimizer {'bertadam' if saved_bertadam else 'adamw'};"
+                         f" resume with the same optimizer")
+    if saved_bertadam:
+        try:
+            optimizer.set_state_dict(dict(opt_state))
+        except ValueError as err:
+            raise UsageError(f"checkpoint {path}: {err}") from None
+        return
+    optimizer.set_state_dict(optimizer_state_from_structured(opt_state, param_names))
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
@@ -126,10 +151,11 @@ def save_checkpoint(output_dir: str, state: Mapping[str, Any], model, optimizer,
     tmp = os.path.join(output_dir, f".tmp-{CHECKPOINT_PREFIX}{step}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     _save_pretrained(model, tmp, weights)
-    paddle.save(optimizer_state_to_structured(optimizer.state_dict(), param_names), os.path.join(tmp, OPTIMIZER_FILE))
+    paddle.save(_optimizer_state(optimizer, param_names), os.path.join(tmp, OPTIMIZER_FILE))
     if on_partial is not None:
         on_partial(tmp)
-    write_json(os.path.join(tmp, SCHEDULER_FILE), scheduler.state_dict())
+    # BertAdam has no scheduler object (its schedule is a function of its step counts): {}.
+    write_json(os.path.join(tmp, SCHEDULER_FILE), scheduler.state_dict() if scheduler is not None else {})
     with atomic_path(os.path.join(tmp, RNG_FILE)) as path:
         with open(path, "wb") as f:
             pickle.dump(rng_state(), f)
@@ -156,9 +182,10 @@ def load_checkpoint(path: str, model, optimizer, scheduler, scaler, param_names:
         raise UsageError(f"checkpoint {path} does not fit the model: missing {info['missing_keys'][:5]}, "
                          f"unexpected {info['unexpected_keys'][:5]}")
     opt_state = load_paddle_file(os.path.join(path, OPTIMIZER_FILE), "optimizer state")
-    optimizer.set_state_dict(optimizer_state_from_structured(opt_state, param_names))
+    _restore_optimizer(path, optimizer, opt_state, param_names)
     # set_state_dict of the optimizer may carry its own LR_Scheduler entry; the scheduler file wins.
-    scheduler.set_state_dict(read_json(os.path.join(path, SCHEDULER_FILE)))
+    if scheduler is not None:
+        scheduler.set_state_dict(read_json(os.path.join(path, SCHEDULER_FILE)))
     with open(os.path.join(path, RNG_FILE), "rb") as f:
         set_rng_state(pickle.load(f))
     scaler_path = os.path.join(path, SCALER_FILE)

@@ -21,6 +21,7 @@ from .safety import RefusedError, RunInterrupted, StopSignals, existing_outputs_
 class UsageError(ValueError):
     """A bad argument or input found before training; scripts print it and exit with status 2."""
 
+OPTIMIZERS = ("bertadam", "adamw")
 # Recipes of the paper (REFERENCE §4); scripts override what differs.
 PAPER_DEFAULTS = dict(learning_rate=2e-5, batch_size=64, num_train_epochs=10, warmup="0.1", weight_decay=0.01,
                       adam_epsilon=1e-6, max_grad_norm=1.0, max_seq_length=128)
@@ -79,14 +80,39 @@ def add_model_args(parser: argparse.ArgumentParser, include_scratch: bool = True
         g.add_argument("--intermediate_size", type=int, default=None, help="from scratch: FFN width (default 3072)")
         g.add_argument("--dropout", type=float, default=None,
                        help="override hidden and attention dropout (e.g. 0 for deterministic tests)")
-        g.add_argument("--freeze_pooler", action="store_true",
-                       help="do not train the pooler (the original release never did); default: train everything")
+        g.add_argument("--train_pooler", action="store_true",
+                       help="train the pooler too; by default it is left out of the optimizer, as the original "
+                            "release did (its checkpoints keep BERT's pooler)")
+        g.add_argument("--freeze_pooler", action="store_true", help=argparse.SUPPRESS)  # deprecated: the default
     return g
+
+
+class ScriptParser(argparse.ArgumentParser):
+    """The parser of the training and predict scripts. Before parsing, a command of the Paddle contest port (its
+    flags, its data folders) is rewritten into ours by :func:`visualbert.contest_compat.translate_contest_argv`,
+    for the scripts the contest port had (which one follows from ``kind`` and the task's data arguments), so no
+    script can forget it; a command of ours comes back unchanged.
+
+    Args:
+        kind (str): ``"train"`` or ``"predict"``.
+    """
+
+    def __init__(self, *args, kind: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.kind = kind
+
+    def parse_known_args(self, args=None, namespace=None):
+        from .contest_compat import contest_script, translate_contest_argv
+
+        script = contest_script(self.kind, [group.title for group in self._action_groups])
+        if script is not None:
+            args = translate_contest_argv(sys.argv[1:] if args is None else list(args), script)
+        return super().parse_known_args(args, namespace)
 
 
 def training_parser(description: str, **defaults) -> argparse.ArgumentParser:
     """The common training arguments; ``defaults`` override the paper's recipe values."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = ScriptParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter, kind="train")
     add_model_args(parser)
     g = parser.add_argument_group("optimisation")
     g.add_argument("--learning_rate", type=float, default=PAPER_DEFAULTS["learning_rate"])
@@ -101,7 +127,14 @@ def training_parser(description: str, **defaults) -> argparse.ArgumentParser:
     g.add_argument("--adam_epsilon", type=float, default=PAPER_DEFAULTS["adam_epsilon"])
     g.add_argument("--adam_beta1", type=float, default=0.9)
     g.add_argument("--adam_beta2", type=float, default=0.999)
-    g.add_argument("--max_grad_norm", type=float, default=PAPER_DEFAULTS["max_grad_norm"], help="global norm; 0 = off")
+    g.add_argument("--max_grad_norm", type=float, default=PAPER_DEFAULTS["max_grad_norm"],
+                   help="gradient clip: per parameter tensor for bertadam (the original), global norm for adamw; 0 = off")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, default="bertadam",
+                   help="bertadam: the original's BertAdam + WarmupLinearSchedule (visualbert.optim); adamw: AdamW + "
+                        "linear warmup/decay + global-norm clipping")
+    g.add_argument("--patience", type=int, default=0,
+                   help="early stopping as the original: stop when the best evaluation is more than N evaluations "
+                        "(epochs, by default) old; 0 = never stop early")
     g.add_argument("--seed", type=int, default=42)
     # --use_amp, --amp_level, --amp_dtype, --scale_loss, --fused_attention (GPU options; AMP is a warning and a
     # no-op on CPU)
@@ -135,7 +168,7 @@ def training_parser(description: str, **defaults) -> argparse.ArgumentParser:
 def prediction_parser(description: str) -> argparse.ArgumentParser:
     """Arguments of the predict scripts; the model is ``--model_dir`` or ``--inference_model`` (exactly one, checked
     by :func:`visualbert.build.load_prediction_model`)."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = ScriptParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter, kind="predict")
     parser.add_argument("--model_dir", default=None,
                         help="a trained model directory (a run's best/ or final/, or step_<N>/); or --inference_model")
     parser.add_argument("--inference_model", default=None,

@@ -39,7 +39,9 @@ class TrainConfig:
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     max_grad_norm: float = 1.0
-    freeze_pooler: bool = False
+    train_pooler: bool = False
+    optimizer: str = "bertadam"
+    patience: int = 0
     seed: int = 42
     use_amp: bool = False
     amp_level: str = "O1"
@@ -72,6 +74,12 @@ class TrainConfig:
             raise UsageError("--num_train_epochs must be positive (or give --max_steps)")
         if self.eval_steps < 0:
             raise UsageError(f"--eval_steps must be >= 0, got {self.eval_steps}")
+        if self.optimizer not in ("bertadam", "adamw"):
+            raise UsageError(f"--optimizer must be bertadam or adamw, got {self.optimizer!r}")
+        if self.patience < 0:
+            raise UsageError(f"--patience must be >= 0, got {self.patience}")
+        if self.optimizer == "bertadam" and isinstance(self.warmup, float) and self.warmup >= 1.0:
+            raise UsageError(f"--warmup {self.warmup}: BertAdam's warmup proportion must be below 1")
         if self.learning_rate <= 0:
             raise UsageError(f"--learning_rate must be positive, got {self.learning_rate}")
         if self.resume_from and self.resume_from != "latest" and not os.path.isdir(self.resume_from):
@@ -96,6 +104,9 @@ class TrainConfig:
         """
         check_model_args(args)
         task.check_data_args(args)
+        if getattr(args, "freeze_pooler", False) and getattr(args, "train_pooler", False):
+            raise UsageError("--freeze_pooler and --train_pooler contradict each other (the pooler is frozen by "
+                             "default; --freeze_pooler is only kept for old command lines)")
         metric, greater = best_metric(args.metric_for_best, args.greater_is_better, args.no_eval,
                                       task.metric_for_best, task.greater_is_better)
         train_split, eval_split = task.splits(args)

@@ -10,21 +10,46 @@ Two things, both pure functions of the command line and the file system, used be
   ``$PPNLP_HOME/datasets/{VQA2,NLVR2,COCOCaptions}``) to our data flags (``--imdb_dir``, ``--features`` ...),
   checking up front that each resolved directory exists.
 
-A script opts in with one line before parsing: ``argv = translate_contest_argv(argv, script="vqa2")``.
-Flags of ours pass through untouched and win over anything derived from the contest layout.
+No script calls them: :class:`visualbert.cli.ScriptParser` (the parser of every training and predict script)
+translates before it parses, for the scripts the contest port had (:func:`contest_script`). Flags of ours pass
+through untouched and win over anything derived from the contest layout.
 """
 
 import os
 import sys
 from dataclasses import dataclass
 
+from .cli import UsageError
+
 SCRIPTS = ("vqa2", "nlvr2", "pretrain", "vqa2_predict", "nlvr2_predict")
+# (parser kind, title of the task's data argument group in visualbert/tasks.py) -> the contest port's script.
+CONTEST_SCRIPTS = {("train", "VQA2 data"): "vqa2", ("train", "NLVR2 data"): "nlvr2",
+                   ("train", "pretraining data"): "pretrain", ("predict", "VQA2 data"): "vqa2_predict",
+                   ("predict", "NLVR2 data"): "nlvr2_predict"}
 TRUE_WORDS = ("1", "true", "t", "yes", "y", "on")
 FALSE_WORDS = ("0", "false", "f", "no", "n", "off")
 
 
-class ContestArgsError(ValueError):
-    """A contest-port flag or layout that cannot be translated; the message is one line for the user."""
+class ContestArgsError(UsageError):
+    """A contest-port flag or layout that cannot be translated; the message is one line for the user (``error: ...``,
+    exit status 2, as every :class:`~visualbert.cli.UsageError`)."""
+
+
+def contest_script(kind, group_titles):
+    """The contest port's script a parser stands for, or None (VCR, Flickr30K and tools had no contest counterpart).
+
+    Args:
+        kind (str): ``"train"`` or ``"predict"`` (:class:`visualbert.cli.ScriptParser`).
+        group_titles (iterable[str]): the titles of the parser's argument groups (the task adds its data group).
+
+    Returns:
+        str or None: one of :data:`SCRIPTS`.
+    """
+    for title in group_titles:
+        script = CONTEST_SCRIPTS.get((kind, title))
+        if script is not None:
+            return script
+    return None
 
 
 @dataclass(frozen=True)
@@ -103,6 +128,10 @@ CHANGED_DEFAULTS = {
                                   "evaluated on minival / val2014 / dev; the contest port pre-trained on train and "
                                   "never evaluated: --train_split train --eval_split '' to match it"),
 }
+# What the contest's run_predict.py (run from its task folder) did without the flag: it read these feature roots
+# and wrote result.json / its printout into the working directory.
+CONTEST_PREDICT_DEFAULTS = {"vqa2_predict": os.path.join("..", "X_COCO", "data", "detectron_fix_100"),
+                            "nlvr2_predict": os.path.join("..", "X_NLVR", "data", "detectron_fix_144")}
 _VQA_PREDICT_SPLITS = {"test": "test2015", "val": "val2014", "minival": "minival", "train": "train2014"}
 _NLVR2_PREDICT_SPLITS = {"test": "test1", "test1": "test1", "dev": "dev", "val": "dev", "train": "train"}
 
@@ -133,8 +162,14 @@ def _parse_bool(flag, value):
 
 
 def is_contest_command(argv, script):
-    """bool: ``argv`` uses at least one flag that only the contest port has (for this script)."""
-    return any(_split_flag(t)[0] in CONTEST_FLAGS and script in CONTEST_FLAGS[_split_flag(t)[0]].scripts for t in argv)
+    """bool: ``argv`` uses at least one flag that only the contest port has (for this script). Flags both have under
+    one name (``--use_amp``, ``--scale_loss``) do not count: every command of ours goes through here."""
+    def contest_only(token):
+        name = _split_flag(token)[0]
+        flag = CONTEST_FLAGS.get(name)
+        return flag is not None and script in flag.scripts and flag.ours != name
+
+    return any(contest_only(t) for t in argv)
 
 
 def translate_contest_argv(argv, script, notify=_notify_stderr, data_home=None):
@@ -220,6 +255,15 @@ def translate_contest_argv(argv, script, notify=_notify_stderr, data_home=None):
             notify(f"contest flag {name}: use {flag.ours}" + (f"; {flag.note}" if flag.note else ""))
 
     _fold_warmup(out, warmup_steps, warmup_proportion, notify)
+    if script in CONTEST_PREDICT_DEFAULTS:
+        if "visual_feature_root" not in layout and not _given(argv, "--features"):
+            layout["visual_feature_root"] = CONTEST_PREDICT_DEFAULTS[script]
+            notify(f"contest default --visual_feature_root: {CONTEST_PREDICT_DEFAULTS[script]} (as the contest port, "
+                   "relative to the working directory); ours is --features")
+        if not _given(argv, "--output_dir"):
+            out += ["--output_dir", "."]
+            notify("contest default: predictions are written to the working directory (--output_dir .), as the "
+                   "contest port did")
     if use_amp is not None:
         if use_amp:
             out.append("--use_amp")
@@ -310,8 +354,8 @@ def _fold_warmup(out, steps, proportion, notify):
 # image_feature_type → (feature directory under <input_dir>/data, region width, max regions)
 IMAGE_FEATURE_TYPES = {
     "coco_detectron_fix_100": ("detectron_fix_100", 2048, 100),
-    # COCO images for the NLVR2 line: the contest keeps them as flat COCO_<set>_<id>.npy files per set.
-    "coco_detectron_fix_144": (os.path.join("detectron_fix_144", "nlvr2", "train", "feature_1024dim"), 1024, 144),
+    # COCO images for the NLVR2 line, under nlvr2/{train,val}/feature_1024dim: our nlvr2 feature layout reads them.
+    "coco_detectron_fix_144": ("detectron_fix_144", 1024, 144),
     "nlvr2_detectron_fix_144": ("detectron_fix_144", 1024, 144),
 }
 # The feature type each contest dataset / task reads when the command does not say.
@@ -373,7 +417,7 @@ def resolve_contest_layout(script, input_dir=None, image_feature_type=None, data
 
     Returns:
         dict[str, str]: our flag → value (``--imdb_dir``, ``--answers_file``, ``--data_dir``, ``--features``,
-        ``--max_regions``, ``--eval_split``), every path checked to exist.
+        ``--max_regions``), every path checked to exist.
 
     Raises:
         ContestArgsError: a missing directory (named, with what it should hold), or a feature type the task
@@ -388,11 +432,11 @@ def resolve_contest_layout(script, input_dir=None, image_feature_type=None, data
         dataset = script.split("_")[0]
     given = set(given)
     out = {}
-    annotation_flag = "--imdb_dir" if dataset == "vqa2" else "--data_dir"
+    # run_pretrain.py reads every dataset's annotations from --data_dir (and needs no answer vocabulary).
+    annotation_flag = "--imdb_dir" if script == "vqa2" or script == "vqa2_predict" else "--data_dir"
     if annotation_flag not in given:
-        flag, path = _annotations(dataset, data_home)
-        out[flag] = path
-    if dataset == "vqa2" and "--answers_file" not in given:
+        out[annotation_flag] = _annotations(dataset, data_home)[1]
+    if script != "pretrain" and dataset == "vqa2" and "--answers_file" not in given:
         answers = os.path.join(data_home, "VQA2", "extras", "vocabs", "answers_vqa.txt")
         if os.path.isfile(answers):
             out["--answers_file"] = answers
@@ -414,14 +458,14 @@ def resolve_contest_layout(script, input_dir=None, image_feature_type=None, data
     sub, _width, max_regions = IMAGE_FEATURE_TYPES[feature_type]
     out["--features"] = _existing_dir(os.path.join(input_dir, "data", sub),
                                       f"--input_dir {input_dir}: the {feature_type} features")
+    if feature_type == "coco_detectron_fix_144":
+        _existing_dir(os.path.join(out["--features"], "nlvr2"), f"--input_dir {input_dir}: the {feature_type} "
+                      "features (nlvr2/train/feature_1024dim and nlvr2/val/feature_1024dim, holding COCO_*.npy)")
     if script == "pretrain" and "--max_regions" not in given:
         out["--max_regions"] = str(max_regions)
-    if feature_type == "coco_detectron_fix_144" and "--eval_split" not in given:
-        # Only the train2014 folder fits one feature root; the contest port never evaluated during pre-training.
-        out["--eval_split"] = ""
     return out
 
 
-__all__ = ["translate_contest_argv", "resolve_contest_layout", "is_contest_command", "paddlenlp_data_home",
-           "ContestArgsError", "ContestFlag", "CONTEST_FLAGS", "CHANGED_MEANING", "CHANGED_DEFAULTS",
+__all__ = ["translate_contest_argv", "resolve_contest_layout", "is_contest_command", "contest_script", "paddlenlp_data_home",
+           "ContestArgsError", "ContestFlag", "CONTEST_FLAGS", "CHANGED_MEANING", "CHANGED_DEFAULTS", "CONTEST_PREDICT_DEFAULTS",
            "IMAGE_FEATURE_TYPES"]

@@ -19,6 +19,7 @@ import numpy as np
 
 from .fileio import replace_dir
 from .configuration import CONFIG_NAME, VisualBertConfig, checkpoint_info, config_for_checkpoint
+from .conversion_check import apply_conversion_table
 from .conversion_contest import contest_conversion_table, convert_contest_state_dict, is_paddle_source, read_contest_source
 
 # ------------------------------------------------------------------------------------------------ the table
@@ -162,40 +163,12 @@ def convert_state_dict(source, config, architecture, expected_shapes=None):
     """
     table = conversion_table(config, architecture)
     ignored = _ignored_keys(architecture)
-    mapped = {src for src, _, _ in table}
-    unknown = sorted(k for k in source if k not in mapped and k not in ignored)
-    if unknown:
-        raise KeyError(f"{len(unknown)} source keys are not in the conversion table for {architecture}: {unknown[:10]}"
-                       + (" ..." if len(unknown) > 10 else ""))
-    missing = sorted(src for src in mapped if src not in source)
-    if missing:
-        raise KeyError(f"{len(missing)} keys needed by {architecture} are missing from the source: {missing[:10]}"
-                       + (" ..." if len(missing) > 10 else ""))
     # Only the pre-training head uses its decoder; HF's region-to-phrase class keeps an untied, unused copy.
     for alias, target in (_TIED.items() if architecture == "VisualBertForPreTraining" else ()):
         target_key = ("visual_bert." + target) if target.startswith("embeddings.") else target
         if alias in source and target_key in source and not np.array_equal(np.asarray(source[alias]), np.asarray(source[target_key])):
             raise ValueError(f"{alias} should be tied to {target_key} but differs from it; the Paddle model ties them")
-
-    out = {}
-    for src, dst, transpose in table:
-        value = np.asarray(source[src], dtype=np.float32)
-        if transpose:
-            if value.ndim != 2:
-                raise ValueError(f"{src}: expected a 2-D Linear weight to transpose, got shape {list(value.shape)}")
-            value = np.ascontiguousarray(value.T)
-        if expected_shapes is not None:
-            if dst not in expected_shapes:
-                raise KeyError(f"conversion table produces {dst!r}, which {architecture} does not have")
-            if list(value.shape) != list(expected_shapes[dst]):
-                raise ValueError(f"{src} → {dst}: shape {list(value.shape)} after conversion, the Paddle model "
-                                 f"expects {list(expected_shapes[dst])}")
-        out[dst] = value
-    if expected_shapes is not None:
-        not_produced = sorted(set(expected_shapes) - set(out))
-        if not_produced:
-            raise KeyError(f"Paddle keys not produced by the conversion table: {not_produced}")
-    return out
+    return apply_conversion_table(source, table, architecture, "the source", ignored, expected_shapes)
 
 
 # ------------------------------------------------------------------------------------------------ reading
@@ -445,41 +418,13 @@ def convert_detector_state_dict(source, detector_config=None, expected_shapes=No
         ValueError: a shape mismatch (named), or a ``num_batches_tracked`` that is not a scalar.
     """
     prefix = "detector."
-    detector = {k[len(prefix):]: v for k, v in source.items() if k.startswith(prefix)}
-    table = detector_conversion_table(detector_config)
-    mapped = {s for s, _, _ in table}
+    table = [(prefix + s, prefix + d, t) for s, d, t in detector_conversion_table(detector_config)]
+    detector = {k: v for k, v in source.items() if k.startswith(prefix)}
     tracked = [k for k in detector if k.endswith(".num_batches_tracked")]
     for key in tracked:
         if np.asarray(detector[key]).size != 1:
-            raise ValueError(f"{prefix}{key}: expected a scalar BatchNorm counter, got shape {list(np.shape(detector[key]))}")
-    unknown = sorted(k for k in detector if k not in mapped and k not in tracked)
-    if unknown:
-        raise KeyError(f"{len(unknown)} detector keys are not in the detector conversion table: "
-                       f"{[prefix + k for k in unknown[:10]]}")
-    missing = sorted(s for s in mapped if s not in detector)
-    if missing:
-        raise KeyError(f"{len(missing)} detector keys are missing from the source: {[prefix + k for k in missing[:10]]}"
-                       + (" ..." if len(missing) > 10 else ""))
-    out = {}
-    for src, dst, transpose in table:
-        value = np.asarray(detector[src], dtype=np.float32)
-        if transpose:
-            if value.ndim != 2:
-                raise ValueError(f"{prefix}{src}: expected a 2-D Linear weight, got shape {list(value.shape)}")
-            value = np.ascontiguousarray(value.T)
-        key = prefix + dst
-        if expected_shapes is not None:
-            if key not in expected_shapes:
-                raise KeyError(f"detector conversion table produces {key!r}, which the model does not have")
-            if list(value.shape) != list(expected_shapes[key]):
-                raise ValueError(f"{prefix}{src} -> {key}: shape {list(value.shape)} after conversion, the model "
-                                 f"expects {list(expected_shapes[key])}")
-        out[key] = value
-    if expected_shapes is not None:
-        not_produced = sorted(k for k in expected_shapes if k.startswith(prefix) and k not in out)
-        if not_produced:
-            raise KeyError(f"detector parameters not produced by the detector conversion table: {not_produced}")
-    return out
+            raise ValueError(f"{key}: expected a scalar BatchNorm counter, got shape {list(np.shape(detector[key]))}")
+    return apply_conversion_table(detector, table, "the detector", "the source", tracked, expected_shapes, prefix)
 
 
 def convert_vcr_state_dict(source, config, architecture):

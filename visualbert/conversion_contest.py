@@ -23,6 +23,7 @@ import re
 import numpy as np
 
 from .configuration import VisualBertConfig, checkpoint_info
+from .conversion_check import apply_conversion_table, listed_keys
 
 CONTEST_STATE_FILE = "model_state.pdparams"
 CONTEST_CONFIG_FILE = "model_config.json"
@@ -144,11 +145,6 @@ def _contest_ignored_keys(architecture):
     return keys
 
 
-def _listed(keys, limit=10):
-    keys = sorted(keys)
-    return ", ".join(keys[:limit]) + (f" ... ({len(keys) - limit} more)" if len(keys) > limit else "")
-
-
 def convert_contest_state_dict(state, config, architecture, expected_shapes=None):
     """Applies the contest table to a contest-port state dict (``_layers.`` prefix already stripped).
 
@@ -169,19 +165,10 @@ def convert_contest_state_dict(state, config, architecture, expected_shapes=None
     """
     table = contest_conversion_table(config, architecture)
     ignored = _contest_ignored_keys(architecture)
-    mapped = {src for src, _, _ in table}
-    unknown = [k for k in state if k not in mapped and k not in ignored]
-    if unknown:
-        raise KeyError(f"{len(unknown)} keys of the contest-port checkpoint are not in the conversion table for "
-                       f"{architecture}: {_listed(unknown)}")
-    missing = [src for src in mapped if src not in state]
-    if missing:
-        raise KeyError(f"{len(missing)} keys needed by {architecture} are missing from the contest-port checkpoint: "
-                       f"{_listed(missing)}")
     prefix = _model_prefix(architecture)
     for alias, target in _CONTEST_TIED.items():
         alias_key, target_key = _with_prefix(prefix, alias), _with_prefix(prefix, target)
-        if alias_key in ignored and alias_key in state:
+        if alias_key in ignored and alias_key in state and target_key in state:
             a, b = np.asarray(state[alias_key]), np.asarray(state[target_key])
             if a.shape != b.shape or not np.array_equal(a, b):
                 raise ValueError(f"{alias_key} (shape {list(a.shape)}) should equal {target_key} (shape {list(b.shape)}), "
@@ -193,22 +180,7 @@ def convert_contest_state_dict(state, config, architecture, expected_shapes=None
                 ids.reshape(-1), np.arange(config.max_position_embeddings)):
             raise ValueError(f"{position_key} (shape {list(ids.shape)}) is not the buffer 0..{config.max_position_embeddings - 1} "
                              "the contest model saves; this checkpoint's positions would not convert faithfully")
-
-    out = {}
-    for src, dst, _ in table:
-        value = np.ascontiguousarray(np.asarray(state[src], dtype=np.float32))
-        if expected_shapes is not None:
-            if dst not in expected_shapes:
-                raise KeyError(f"the contest conversion table produces {dst!r}, which {architecture} does not have")
-            if list(value.shape) != list(expected_shapes[dst]):
-                raise ValueError(f"{src} → {dst}: shape {list(value.shape)} in the checkpoint, the Paddle model expects "
-                                 f"{list(expected_shapes[dst])}")
-        out[dst] = value
-    if expected_shapes is not None:
-        not_produced = sorted(set(expected_shapes) - set(out))
-        if not_produced:
-            raise KeyError(f"Paddle keys not produced by the contest conversion table: {_listed(not_produced)}")
-    return out
+    return apply_conversion_table(state, table, architecture, "the contest-port checkpoint", ignored, expected_shapes)
 
 
 # ------------------------------------------------------------------------------------------------ recognising
@@ -220,7 +192,7 @@ def strip_dataparallel_prefix(state, path="the checkpoint"):
     plain = [k for k in state if not k.startswith(DATAPARALLEL_PREFIX)]
     if plain:
         raise KeyError(f"{path}: {len(prefixed)} keys carry the DataParallel prefix {DATAPARALLEL_PREFIX!r} but "
-                       f"{len(plain)} do not, e.g. {_listed(plain, 3)}: not one model's state dict")
+                       f"{len(plain)} do not, e.g. {listed_keys(plain, 3)}: not one model's state dict")
     return {k[len(DATAPARALLEL_PREFIX):]: v for k, v in state.items()}
 
 

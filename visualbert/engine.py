@@ -1,8 +1,10 @@
 """The one training engine used by every script (pretraining, VQA2, NLVR2, VCR): it trains and evaluates.
 
-* AdamW (weight decay on everything but biases and LayerNorm parameters), linear warmup (a proportion or a
-  number of steps) and linear decay to 0 (``paddlenlp.transformers.LinearDecayWithWarmup``), global-norm
-  gradient clipping, all built by :func:`build_optimizer` (the one place to change the optimizer);
+* the optimizer, built by :func:`build_optimizer` (the one place): by default the original's BertAdam
+  (:mod:`visualbert.optim`: per-tensor clipping, no bias correction, its warmup-linear schedule over the original's
+  ``t_total``, no scheduler object), or AdamW (weight decay on everything but biases and LayerNorm parameters),
+  linear warmup and decay to 0 (``paddlenlp.transformers.LinearDecayWithWarmup``) and global-norm clipping; the
+  pooler is left out of the optimizer unless ``train_pooler``, as the original; ``--patience`` early stopping;
 * gradient accumulation: the loss of a micro-batch is divided by the size of its accumulation group, the
   optimizer and the LR schedule step once per group (the last group of an epoch may be shorter);
 * data parallelism: one global shuffled order per (seed, epoch) shared by all ranks; a global batch of
@@ -14,7 +16,8 @@
   gradients before the optimizer's global-norm clipping and skips updates with inf/nan; under O2 the saved weights
   are the optimizer's fp32 master weights;
 * the prediction loop (:func:`predict`) that evaluation during training and the predict scripts share;
-* logging through :class:`RunLogger` (JSON lines ``metrics.jsonl``), evaluation every N steps or each epoch, best
+* logging through :class:`RunLogger` (JSON lines ``metrics.jsonl``; the loss read from the device only at logging
+  steps), evaluation every N steps or each epoch (sharded over the processes, gathered in dataset order), best
   checkpoint, checkpoints ``step_<N>/`` (:mod:`visualbert.checkpoints`), exact resume.
 
 Only rank 0 writes files. Observers (tests, extra loggers) install :class:`TrainerCallback` objects.
@@ -50,6 +53,7 @@ from .data.collate import LABEL_KEYS, TENSOR_KEYS, Collator
 from .data.loader import BatchLoader, sequential_batches
 from .distributed import init_distributed, rank, world_size
 from .fileio import append_jsonl, to_json
+from .optim import original_total_steps
 from .rundir import METRICS_FILE, args_json_content, args_record, prepare_output_dir, run_inputs, write_args_json
 from .safety import (NonFiniteGuard, NonFiniteLossError, batch_example_ids, deferred_signals, non_finite_parameters,
                      truncate_metrics)
@@ -79,22 +83,39 @@ def trainable_named_parameters(model: paddle.nn.Layer, freeze_pooler: bool = Fal
 
 def build_optimizer(model: paddle.nn.Layer, total_steps: int, learning_rate: float, warmup: float | int = 0.1,
                     weight_decay: float = 0.01, adam_epsilon: float = 1e-6, adam_beta1: float = 0.9,
-                    adam_beta2: float = 0.999, max_grad_norm: float = 1.0, freeze_pooler: bool = False):
-    """AdamW + ``LinearDecayWithWarmup`` + global-norm clipping.
+                    adam_beta2: float = 0.999, max_grad_norm: float = 1.0, freeze_pooler: bool = False,
+                    optimizer: str = "adamw", master_weights: Mapping[str, Any] | None = None):
+    """The optimizer of a run: ``"bertadam"`` (the original's, :class:`visualbert.optim.BertAdam` with its
+    ``WarmupLinearSchedule`` inside: per-tensor clipping, no bias correction, no scheduler object) or ``"adamw"``
+    (AdamW + ``LinearDecayWithWarmup`` + global-norm clipping).
 
     Args:
+        total_steps (int): steps of the learning-rate schedule (BertAdam's ``t_total``).
         warmup (float or int): a float in [0, 1] is a proportion of ``total_steps``, an int a number of steps.
         max_grad_norm (float): clip threshold; <= 0 disables clipping.
+        master_weights (dict, optional): BertAdam: ``{structured name: float32 tensor}`` taken before an AMP O2 cast.
 
     Returns:
-        tuple: (optimizer, scheduler, {param.name: structured name}).
+        tuple: (optimizer, scheduler or None (bertadam), {param.name: structured name}).
 
-    The one place the optimizer is made: :class:`Trainer` calls it with the :class:`TrainConfig` values; another
-    optimizer (e.g. BertAdam) goes here, chosen by a config field.
+    The one place the optimizer is made: :class:`Trainer` calls it with the :class:`TrainConfig` values.
     """
+    named = trainable_named_parameters(model, freeze_pooler)
+    if optimizer == "bertadam":
+        from .optim import BertAdam
+
+        total = max(1, int(total_steps))
+        proportion = warmup / total if isinstance(warmup, int) else float(warmup)
+        if not 0.0 <= proportion < 1.0:
+            raise UsageError(f"--warmup {warmup}: BertAdam needs a warmup below the {total} steps of the schedule")
+        bert_adam = BertAdam(named, learning_rate, warmup=proportion, t_total=total, b1=adam_beta1, b2=adam_beta2,
+                             e=adam_epsilon, weight_decay=weight_decay, max_grad_norm=max_grad_norm,
+                             master_weights=master_weights)
+        return bert_adam, None, {p.name: n for n, p in named}
+    if optimizer != "adamw":
+        raise UsageError(f"unknown optimizer {optimizer!r} (bertadam or adamw)")
     from paddlenlp.transformers import LinearDecayWithWarmup
 
-    named = trainable_named_parameters(model, freeze_pooler)
     scheduler = LinearDecayWithWarmup(learning_rate, max(1, int(total_steps)), warmup)
     decay_names = {p.name for n, p in named if not no_decay(n)}
     optimizer = paddle.optimizer.AdamW(
@@ -261,19 +282,39 @@ def predict(model, dataset, batch_size: int, collate_fn: Callable | None = None,
 
 
 def evaluate(model, task, dataset, batch_size: int, collate_fn: Callable | None = None, text_only: bool = False,
-             num_workers: int = 0) -> dict:
+             num_workers: int = 0, world_size: int = 1, rank: int = 0) -> dict:
     """The task's metrics of ``model`` on ``dataset``: :func:`predict`, then ``task.score`` (a pure function of the
     outputs and the examples).
 
     A task with ``batch_statistics(batch, out) -> dict of numbers`` (pretraining: its MLM logits are too large to
-    keep) has them summed over batches and passed to ``score`` as ``meta["statistics"]``.
+    keep) has them summed over batches and passed to ``score`` as ``meta["statistics"]``; a task with
+    ``evaluator(dataset)`` (grounding) gets that ``on_batch`` callable back as ``meta["evaluator"]``.
+
+    With ``world_size`` > 1 (call it on every rank) each rank predicts its contiguous block of ``dataset``
+    (:mod:`visualbert.distributed_eval`) and the outputs, losses and statistics are gathered in dataset order: every
+    rank returns the metrics of one process over the whole split. A task with its own ``evaluator`` is not
+    sharded: every rank evaluates the whole split (same metrics everywhere, no gather).
     """
+    from . import distributed_eval
+
+    if hasattr(task, "evaluator"):  # reduces each batch itself (grounding: phrase and region counts vary per batch)
+        reduction = task.evaluator(dataset)
+        _, _, loss = predict(model, dataset, batch_size, collate_fn, text_only, num_workers, outputs=(),
+                             on_batch=reduction, collect_meta=False)
+        return task.score(dataset, {}, {"evaluator": reduction}, loss)
+    if len(dataset) < world_size:  # too small to give every rank a block: each evaluates all of it alone
+        world_size, rank = 1, 0
+    part = distributed_eval.shard(dataset, world_size, rank)
     streaming = hasattr(task, "batch_statistics")
     totals = collections.Counter()
     on_batch = (lambda batch, out: totals.update(task.batch_statistics(batch, out))) if streaming else None
-    arrays, meta, loss = predict(model, dataset, batch_size, collate_fn, text_only, num_workers,
+    arrays, meta, loss = predict(model, part, batch_size, collate_fn, text_only, num_workers,
                                  outputs=() if streaming else task.outputs, on_batch=on_batch,
                                  collect_meta=not streaming)
+    if world_size > 1:
+        arrays, meta = distributed_eval.gather_outputs(arrays, meta)
+        loss = distributed_eval.combine_mean(loss, len(part))
+        totals = collections.Counter(distributed_eval.sum_counts(totals)) if streaming else totals
     if streaming:
         meta["statistics"] = totals
     return task.score(dataset, arrays, meta, loss)
@@ -324,7 +365,8 @@ class Trainer:
         model (paddle.nn.Layer): an unwrapped VisualBERT model; ``model(**inputs)`` returns ``loss``.
         train_dataset: indexable dataset of numpy dicts.
         collate_fn (callable): samples → batch dict (forward arguments of :data:`TENSOR_KEYS` + metadata).
-        evaluate_fn (callable, optional): ``evaluate_fn(model) -> dict of floats``, run on rank 0 only.
+        evaluate_fn (callable, optional): ``evaluate_fn(model) -> dict of floats``, run on every rank (collectives
+            inside it must be called by all ranks; every rank must return the same metrics).
         callbacks (iterable of TrainerCallback): observers of the run.
     """
 
@@ -359,11 +401,35 @@ class Trainer:
         self.amp = accel.AmpConfig.from_args(config)
         self.fused_attention = accel.resolve_fused_attention(config.fused_attention)
         accel.set_fused_attention(model, self.fused_attention)
-        self.optimizer, self.scheduler, self.param_names = build_optimizer(
-            model, self.total_steps, config.learning_rate, warmup=config.warmup, weight_decay=config.weight_decay,
-            adam_epsilon=config.adam_epsilon, adam_beta1=config.adam_beta1, adam_beta2=config.adam_beta2,
-            max_grad_norm=config.max_grad_norm, freeze_pooler=config.freeze_pooler)
-        self.model, self.optimizer = accel.prepare(model, self.optimizer, self.amp)  # O2: low-precision weights
+        freeze_pooler = not config.train_pooler
+        # O2 keeps the frozen pooler fp32: it is outside the optimizer, so it has no fp32 master weight.
+        keep_float32 = accel.float32_layers(model, freeze_pooler)
+        schedule_steps = self.total_steps
+        if config.optimizer == "bertadam" and config.max_steps <= 0:
+            # The original's t_total (int(len / global batch / accumulation) * epochs); the loop still runs every
+            # batch of every epoch, as the original's, the last updates at a learning rate of 0.
+            schedule_steps = original_total_steps(n, config.batch_size * self.world_size, config.num_train_epochs,
+                                                  config.gradient_accumulation_steps)
+        self.schedule_steps = schedule_steps
+        optimizer_args = dict(warmup=config.warmup, weight_decay=config.weight_decay,
+                              adam_epsilon=config.adam_epsilon, adam_beta1=config.adam_beta1,
+                              adam_beta2=config.adam_beta2, max_grad_norm=config.max_grad_norm,
+                              freeze_pooler=freeze_pooler, optimizer=config.optimizer)
+        if config.optimizer == "bertadam":
+            # BertAdam keeps its own fp32 master weights: taken BEFORE the O2 cast (paddle.amp.decorate handles
+            # paddle optimizers only, so it casts the model alone here).
+            masters = None
+            if self.amp.enabled and self.amp.level == "O2":
+                masters = {name: p.detach().astype("float32").clone()
+                           for name, p in trainable_named_parameters(model, freeze_pooler)}
+            self.model, _ = accel.prepare(model, None, self.amp, keep_float32=keep_float32)
+            self.optimizer, self.scheduler, self.param_names = build_optimizer(
+                self.model, schedule_steps, config.learning_rate, master_weights=masters, **optimizer_args)
+        else:
+            self.optimizer, self.scheduler, self.param_names = build_optimizer(
+                model, schedule_steps, config.learning_rate, **optimizer_args)
+            self.model, self.optimizer = accel.prepare(model, self.optimizer, self.amp,  # O2: low-precision weights
+                                                       keep_float32=keep_float32)
         self.scaler = accel.grad_scaler(self.amp)  # float16 only
         if self.amp.enabled:
             logger.info("AMP %s %s%s", self.amp.level, self.amp.dtype,
@@ -376,7 +442,11 @@ class Trainer:
         self.wrapped = self.model
         if self.world_size > 1:
             init_distributed()
-            self.wrapped = paddle.DataParallel(self.model, find_unused_parameters=True)
+            # The extra traversal and all-reduce bookkeeping only where the head leaves parameters without a gradient
+            # (e.g. MLM-only pretraining: pooler and seq_relationship); keys of one collated training batch.
+            keys = self.collate_fn([train_dataset[i] for i in range(min(n, config.batch_size))]).keys()
+            self.wrapped = paddle.DataParallel(
+                self.model, find_unused_parameters=accel.needs_find_unused_parameters(self.model, keys))
 
     # ------------------------------------------------------------------ state
     def group_size(self, batch_index: int) -> int:
@@ -441,7 +511,22 @@ class Trainer:
         logger.info("resumed from %s at step %d (epoch %d, batch %d)", path, state["global_step"], state["epoch"],
                     state["batch_in_epoch"])
 
+    def learning_rate(self) -> float:
+        """float: the learning rate of the next update (BertAdam: 0 before the first, as the original)."""
+        if self.scheduler is None:
+            return float(self.optimizer.get_lr())
+        return float(self.scheduler.get_lr())
+
     # ------------------------------------------------------------------ evaluation
+    def patience_exhausted(self) -> bool:
+        """The original's early stopping (``models/train.py``): with ``--patience N`` > 0, True once the best of the
+        evaluations so far (the first best, ``np.argmax``) is more than N evaluations older than the last one."""
+        history = self.state.get("eval_history") or []
+        if self.config.patience <= 0 or not history:
+            return False
+        signed = [v if self.config.greater_is_better else -v for v in history]
+        return int(np.argmax(signed)) < len(signed) - 1 - self.config.patience
+
     def _is_better(self, value: float) -> bool:
         best = self.state["best_metric"]
         if best is None:
@@ -449,8 +534,9 @@ class Trainer:
         return value > best if self.config.greater_is_better else value < best
 
     def evaluate(self) -> dict | None:
-        """Runs ``evaluate_fn`` (rank 0), logs it and saves ``best/`` when the metric improved."""
-        if self.evaluate_fn is None or not self.is_main:
+        """Runs ``evaluate_fn`` on every rank (each evaluates its shard and the metrics are gathered, so every rank
+        sees the same numbers), logs it and saves ``best/`` when the metric improved (rank 0 writes)."""
+        if self.evaluate_fn is None:
             return None
         self.model.eval()
         with paddle.no_grad(), accel.autocast(self.amp):
@@ -459,10 +545,13 @@ class Trainer:
         step = self.state["global_step"]
         self.log.log(self, dict({"type": "eval", "step": step, "epoch": self.state["epoch"]}, **metrics))
         key = self.config.metric_for_best
+        if key and key in metrics and metrics[key] is not None:
+            self.state["eval_history"] = list(self.state.get("eval_history") or []) + [float(metrics[key])]
         if key and key in metrics and metrics[key] is not None and self._is_better(metrics[key]):
             self.state["best_metric"] = float(metrics[key])
             self.state["best_step"] = step
-            self._save_model_dir("best", {"best.json": {"step": step, key: float(metrics[key]), "metrics": metrics}})
+            if self.is_main:
+                self._save_model_dir("best", {"best.json": {"step": step, key: float(metrics[key]), "metrics": metrics}})
         return metrics
 
     # ------------------------------------------------------------------ training
@@ -489,8 +578,8 @@ class Trainer:
             from tqdm import tqdm
 
             progress = tqdm(total=self.total_steps, initial=self.state["global_step"], desc="train", dynamic_ncols=True)
-        window_loss, window_batches, window_start = 0.0, 0, time.time()
-        done = self.state["global_step"] >= self.total_steps
+        window, window_start = accel.LossWindow(), time.time()  # the loss stays on the device until logged
+        done = self.state["global_step"] >= self.total_steps or bool(self.state.get("stopped_early"))
         while not done:
             epoch = self.state["epoch"]
             if hasattr(self.train_dataset, "set_epoch"):
@@ -510,17 +599,19 @@ class Trainer:
                 with sync:
                     loss = self._forward(batch)
                     accel.backward(loss / group, self.scaler)  # scaled by the loss scale for float16 AMP
-                loss_value = float(loss)
-                guard.check(loss_value, self.state["global_step"] + 1, batch_example_ids(batch))
-                window_loss += loss_value
-                window_batches += 1
+                window.add(loss)
+                # one host sync per micro-batch: a non-finite loss stops the run at its own batch (named), before
+                # the update (issue 8)
+                guard.check(float(loss), self.state["global_step"] + 1, batch_example_ids(batch))
                 batch_index += 1
                 if not last_of_group:
                     continue
-                # Unscales (float16 AMP), skips the update on inf/nan, clips (ClipGradByGlobalNorm) and steps.
+                # Unscales (float16 AMP), skips the update on inf/nan, clips (BertAdam: per tensor inside its step;
+                # AdamW: ClipGradByGlobalNorm) and steps. The rate logged is the one of this update.
+                lr = self.learning_rate()
                 accel.step(self.optimizer, self.scaler)
-                lr = self.scheduler.get_lr()
-                self.scheduler.step()
+                if self.scheduler is not None:
+                    self.scheduler.step()
                 self.model.clear_gradients()  # also parameters outside the optimizer (frozen pooler)
                 self.state["global_step"] += 1
                 self.state["batch_in_epoch"] = batch_index
@@ -530,19 +621,26 @@ class Trainer:
                 step = self.state["global_step"]
                 if progress is not None:
                     progress.update(1)
-                    progress.set_postfix(loss=f"{float(loss):.4f}", lr=f"{lr:.2e}")
                 if step % config.logging_steps == 0 or step == self.total_steps:
                     elapsed = time.time() - window_start
+                    window_mean, window_batches = window.read()  # the one device sync per logging step
+                    if progress is not None:
+                        progress.set_postfix(loss=f"{window_mean:.4f}", lr=f"{lr:.2e}")
                     self.log.log(self, {"type": "train", "step": step, "epoch": epoch,
-                                        "loss": window_loss / window_batches, "learning_rate": lr,
+                                        "loss": window_mean, "learning_rate": lr,
                                         "batches_per_s": window_batches / max(elapsed, 1e-9)})
-                    window_loss, window_batches, window_start = 0.0, 0, time.time()
+                    window_start = time.time()
                 end_of_epoch = self.state["batch_in_epoch"] == 0
                 finished = step >= self.total_steps
                 if (step % config.eval_steps == 0) if config.eval_steps > 0 else (end_of_epoch or finished):
                     self.evaluate()
                 elif finished:
                     self.evaluate()
+                if not finished and self.patience_exhausted():
+                    logger.info("early stopping at step %d: the best evaluation (step %s) is more than %d "
+                                "evaluations old (--patience)", step, self.state["best_step"], config.patience)
+                    self.state["stopped_early"] = True  # a resumed run does not train on
+                    finished = True
                 if step % config.save_steps == 0 or finished:
                     self.save_checkpoint()
                 if finished:
@@ -552,6 +650,9 @@ class Trainer:
             progress.close()
         if self.is_main:
             self._save_model_dir("final", {"trainer_state.json": dict(self.state)})
+        if self.world_size > 1:
+            # No rank leaves (and tears down its process-group connections) while rank 0 is still writing.
+            paddle.distributed.barrier()
         for callback in self.callbacks:
             callback.on_train_end(self)
         return dict(self.state)
@@ -569,7 +670,7 @@ def fit(config: TrainConfig, model: paddle.nn.Layer, train_dataset, eval_dataset
     if eval_dataset is not None:
         def evaluate_fn(m):
             return evaluate(m, task, eval_dataset, config.eval_batch_size, collate_fn, config.text_only,
-                            config.num_workers)
+                            config.num_workers, world_size=world_size(), rank=rank())
     trainer = Trainer(config, model, train_dataset, collate_fn, evaluate_fn=evaluate_fn, callbacks=callbacks)
     prepare_output_dir(config.output_dir, config.resume_from, config.overwrite_output_dir, run_inputs(config.arguments))
     if trainer.is_main:

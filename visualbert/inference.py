@@ -194,6 +194,8 @@ class Predictor:
             handle.reshape(list(value.shape))
             handle.copy_from_cpu(value)
         self.predictor.run()
+        # the run leaves this thread's OpenMP/MKL threads at 1: dygraph code after it would run on one core
+        runtime.configure_paddle_threads()
         return {"logits": self.predictor.get_output_handle(self.output_names[0]).copy_to_cpu()}
 
     __call__ = run

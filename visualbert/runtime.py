@@ -18,6 +18,12 @@ Every value is a default: ``os.environ.setdefault``, so a variable the user expo
 still be raised through ``paddle.set_num_threads`` equivalents, but the MKL code path cannot, and
 :func:`apply_cpu_defaults` says so in its report.
 
+Fourth: a ``paddle.inference`` predictor runs with ``FLAGS_paddle_num_threads`` threads (default 1) and, after
+each run, leaves the calling thread's OpenMP/MKL thread count at 1, so a dygraph model in the same process
+then runs on one core (measured with ``bench/coresident.py``: iomp5/MKL max threads 2 -> 1 after the first
+predictor run). This package sets the flag to the core count, and :class:`visualbert.inference.Predictor`
+re-applies the thread count after each run (:func:`configure_paddle_threads`).
+
 This module must not import paddle (nor numpy: it is imported first).
 """
 
@@ -27,6 +33,7 @@ import sys
 OPT_OUT = "VISUALBERT_NO_RUNTIME_DEFAULTS"
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 STRIDE_FLAG = "FLAGS_use_stride_kernel"
+PREDICTOR_THREADS_FLAG = "FLAGS_paddle_num_threads"
 
 # What apply_cpu_defaults() decided at import time: {"applied": {var: value}, "kept": {var: value}, ...}.
 REPORT = {}
@@ -91,6 +98,9 @@ def recommended_environment(environ=None):
     """The defaults for this machine: thread counts = available cores / local processes, the MKL code-path override on AMD, and
     Paddle's stride (view) kernels off (see the module docstring)."""
     env = {var: str(default_threads(environ)) for var in THREAD_VARIABLES}
+    # the paddle.inference predictor runs its kernels with FLAGS_paddle_num_threads (default 1), whatever
+    # set_cpu_math_library_num_threads says: measured busy 1.0 core of 2 without it, 2.0 with it
+    env[PREDICTOR_THREADS_FLAG] = str(default_threads(environ))
     env[STRIDE_FLAG] = "0"
     if cpu_vendor() == "AuthenticAMD":
         env["MKL_DEBUG_CPU_TYPE"] = "5"
@@ -117,6 +127,22 @@ def apply_cpu_defaults(environ=None):
             environ[var] = value
             report["applied"][var] = value
     return report
+
+
+def configure_paddle_threads():
+    """After paddle is imported: sets its intra-op thread count to ``OMP_NUM_THREADS`` again (a
+    ``paddle.inference`` predictor run leaves the calling thread's OpenMP/MKL count at 1, which would halve a
+    dygraph model in the same process) and turns the stride kernels off unless the user set the flag.
+    Returns the thread count in use."""
+    import paddle
+
+    if STRIDE_FLAG not in os.environ or os.environ[STRIDE_FLAG] == "0":
+        paddle.set_flags({STRIDE_FLAG: False})
+    threads = int(os.environ.get("OMP_NUM_THREADS") or default_threads())
+    setter = getattr(paddle, "set_num_threads", None) or getattr(paddle.base.core, "set_num_threads", None)
+    if setter is not None:
+        setter(threads)
+    return threads
 
 
 REPORT.update(apply_cpu_defaults())

@@ -23,8 +23,9 @@ from .engine import predict
 from .fileio import write_json
 from .metrics import nlvr2_metrics, vcr_metrics, vqa_official_accuracy, vqa_predict, vqa_soft_accuracy, write_nlvr2_predictions
 from .modeling import (VisualBertForMultipleChoice, VisualBertForPreTraining, VisualBertForQuestionAnswering,
-                       VisualBertForVisualReasoning)
+                       VisualBertForRegionToPhraseAlignment, VisualBertForVisualReasoning)
 from .safety import probability
+from .vcr_model import VisualBertForVCR, VisualBertForVCRPreTraining
 
 
 def checked(args: Namespace, dataset):
@@ -255,29 +256,57 @@ class VCR(Task):
     @staticmethod
     def add_data_args(parser: ArgumentParser, train: bool = True) -> None:
         g = parser.add_argument_group("VCR data")
-        g.add_argument("--data_dir", required=True, help="directory with train.jsonl, val.jsonl (test.jsonl)")
-        g.add_argument("--features", required=True, help="per-image box features (<img_fn stem>.npy) or a packed store")
+        g.add_argument("--data_dir", "--annotations", dest="data_dir", required=True,
+                       help="directory with train.jsonl, val.jsonl (test.jsonl)")
+        g.add_argument("--features", default=None,
+                       help="precomputed region features: per-image box features (<img_fn stem>.npy) or a packed "
+                            "store (VisualBertForMultipleChoice); give this or --images")
+        g.add_argument("--images", default=None, metavar="VCR1IMAGES",
+                       help="VCR from the images as the original: the vcr1images directory holding every img_fn "
+                            "and metadata_fn (the model carries the detector: VisualBertForVCR)")
         g.add_argument("--box_offset", type=int, default=0, help="feature row of box 0 (1 if row 0 is the whole image)")
         if train:
             g.add_argument("--mode", choices=("qa", "qar"), default="qa", help="Q->A or QA->R")
+            VCRImages.add_training_args(g)
             g.add_argument("--train_split", default="train")
             g.add_argument("--eval_split", default="val", help="'' = no evaluation")
         else:
             g.add_argument("--split", default="val")
 
     @staticmethod
-    def check_data_args(args: Namespace) -> None:
-        require_path(args.data_dir, "--data_dir", "dir")
-        require_path(args.features, "--features", "dir")
+    def for_args(args: Namespace) -> type:
+        """The task of the parsed VCR arguments: :class:`VCR` (``--features``), :class:`VCRImages` (``--images``) or,
+        with ``--stage pretrain``, :class:`VCRImagesPretrain`."""
+        if getattr(args, "stage", "finetune") == "pretrain":
+            return VCRImagesPretrain
+        return VCRImages if getattr(args, "images", None) else VCR
 
     @staticmethod
-    def dataset(args: Namespace, tokenizer, split: str, mode: str | None = None):
-        """``mode``: "qa" (Q->A) or "qar" (QA->R); default ``--mode``."""
-        from .data import VCRDataset
+    def check_data_args(args: Namespace) -> None:
+        require_path(args.data_dir, "--data_dir", "dir")
+        if bool(args.features) == bool(getattr(args, "images", None)):
+            raise UsageError("give --features (precomputed region features) or --images (the vcr1images directory), "
+                             "exactly one")
+        if args.features:
+            require_path(args.features, "--features", "dir")
+            given = [f"--{k}" for k in ("freeze_detector", "cnn_loss_ratio") if getattr(args, k, None) is not None]
+            if given:
+                raise UsageError(f"{', '.join(given)} apply to the detector of VCR from images (--images); precomputed "
+                                 "--features have none")
 
+    @staticmethod
+    def annotation_file(args: Namespace, split: str) -> str:
         path = split if split.endswith(".jsonl") else os.path.join(args.data_dir, f"{split}.jsonl")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"VCR annotation file {path} does not exist (split {split!r})")
+        return path
+
+    @classmethod
+    def dataset(cls, args: Namespace, tokenizer, split: str, mode: str | None = None):
+        """``mode``: "qa" (Q->A) or "qar" (QA->R); default ``--mode``."""
+        from .data import VCRDataset
+
+        path = cls.annotation_file(args, split)
         mode = mode or args.mode
         return checked(args, VCRDataset(path, args.features, tokenizer, mode=mode, max_seq_length=args.max_seq_length,
                                         box_offset=args.box_offset, feature_dim=None))
@@ -305,6 +334,231 @@ class VCR(Task):
         return probs, meta.get("labels"), meta["annot_id"]
 
 
+class VCRImages(VCR):
+    """VCR from the images as the original (``--images``): :class:`~visualbert.data.vcr_images.VCRImageDataset`
+    (the original's boxes, names, alignment and truncation) and :class:`~visualbert.vcr_model.VisualBertForVCR`
+    (the jointly trained detector + the multiple-choice head). Its loss is the model's: the choice cross-entropy
+    plus ``cnn_loss_ratio`` x ``cnn_regularization_loss``."""
+
+    name = "vcr_images"
+    model_class = VisualBertForVCR
+    # configs/vcr: both pre-training configs keep the original train.py's default (frozen), fine-tuning unfreezes.
+    FREEZE_DETECTOR_DEFAULT = {"pretrain": True, "finetune": False}
+
+    @staticmethod
+    def add_training_args(group) -> None:
+        from .cli import str2bool
+
+        group.add_argument("--stage", choices=("finetune", "pretrain"), default="finetune",
+                           help="finetune: Q->A / QA->R (fine-tune-qa/qar.json); pretrain: VCR task pre-training from "
+                                "the images (pre-train.json: complete_shuffle, pretraining_include_qa_and_qar, masked "
+                                "LM + is-the-right-choice through the sentence-image head; needs --images)")
+        group.add_argument("--freeze_detector", type=str2bool, default=None,
+                           help="--images: stop the detector backbone's gradient and use batch statistics in its "
+                                "BatchNorms, as the original's freeze_detector (default: true for --stage pretrain, "
+                                "false for finetune, as configs/vcr/*.json)")
+        group.add_argument("--cnn_loss_ratio", type=float, default=None,
+                           help="--images: weight of the detector's cnn_regularization_loss in the loss (the "
+                                "original's cnn_loss_ratio; 0 in every released config; default: the checkpoint's)")
+
+    @staticmethod
+    def check_data_args(args: Namespace) -> None:
+        VCR.check_data_args(args)
+        require_path(args.images, "--images", "dir")
+        if getattr(args, "text_only", False):
+            raise UsageError("--text_only masks precomputed regions; it is not supported with --images")
+
+    @staticmethod
+    def visual_width(train_dataset) -> None:
+        """None: the detector makes the regions, their width is the model's ``visual_embedding_dim``."""
+        return None
+
+    @staticmethod
+    def configure_model(model, args: Namespace):
+        """``--freeze_detector`` (default per ``--stage``) and ``--cnn_loss_ratio`` on a built VCR-from-images
+        model (for training)."""
+        if getattr(args, "cnn_loss_ratio", None) is not None:
+            model.config.cnn_loss_ratio = float(args.cnn_loss_ratio)
+        freeze = getattr(args, "freeze_detector", None)
+        if freeze is None:
+            freeze = VCRImages.FREEZE_DETECTOR_DEFAULT[getattr(args, "stage", "finetune")]
+        if freeze:
+            model.freeze_detector()
+        logging.getLogger("visualbert.tasks").info("VCR from images: detector backbone %s, cnn_loss_ratio %g",
+                                                   "frozen" if freeze else "trained", model.config.cnn_loss_ratio)
+        return model
+
+    @classmethod
+    def dataset(cls, args: Namespace, tokenizer, split: str, mode: str | None = None, expand_answers: bool = False,
+                train: bool | None = None):
+        """``mode`` as :meth:`VCR.dataset`; ``expand_answers``: QA->R for each of the 4 answers (the test file);
+        ``train``: random padding offsets (default: ``split`` is the training split)."""
+        from .data.vcr_images import VCRImageDataset
+
+        path = cls.annotation_file(args, split)
+        if train is None:
+            train = split == getattr(args, "train_split", None)
+        dataset = VCRImageDataset(path, args.images, tokenizer, mode=mode or args.mode, max_seq_length=args.max_seq_length,
+                                  expand_answers=expand_answers, train=train, seed=getattr(args, "seed", 0))
+        return checked_images(dataset)
+
+
+def checked_images(dataset):
+    """Every line of a VCR-from-images ``dataset`` checked (:meth:`VCRImageDataset.check_inputs`) before anything
+    runs on it; a bad line is refused with one message naming the file and the example."""
+    from .data.errors import DataFormatError
+
+    try:
+        dataset.check_inputs()
+    except DataFormatError as err:  # the scripts' usage-error path: one line, exit status 2
+        raise UsageError(str(err)) from None
+    logging.getLogger("visualbert.tasks").info("%s: %d lines checked (images, metadata, boxes, polygons)",
+                                               dataset.source, len(dataset.rows))
+    return dataset
+
+
+# ============================================================================================ Flickr30K
+class GroundingReduction:
+    """``on_batch`` of :func:`visualbert.engine.predict` for grounding: feeds every batch to a
+    :class:`~visualbert.metrics.GroundingEvaluator` (the phrase and region counts vary per batch, so no output is
+    concatenated), optionally with the prediction rows and the two baselines (largest box, random box) of the same
+    phrases.
+
+    Args:
+        records (bool): keep :func:`~visualbert.metrics.grounding_prediction_records` rows (``rows``).
+        baselines (bool): also score the largest-box and random-box rankings (``baselines``).
+        seed (int): the random-box draw.
+    """
+
+    def __init__(self, records: bool = False, baselines: bool = False, seed: int = 0):
+        from .metrics import GroundingEvaluator
+
+        self.evaluator = GroundingEvaluator()
+        self.rows = [] if records else None
+        self.baselines = {"largest_box": GroundingEvaluator(), "random_box": GroundingEvaluator()} if baselines else None
+        self.rng = np.random.default_rng([seed, 30])
+
+    def __call__(self, batch: dict, out) -> None:
+        from .accel import to_float32_numpy
+        from .metrics import grounding_prediction_records, largest_box_scores, random_box_scores
+
+        logits = to_float32_numpy(out["logits"])
+        targets = to_float32_numpy(batch["labels"])
+        positions = to_float32_numpy(batch["region_to_phrase_position"])
+        mask = to_float32_numpy(batch["visual_attention_mask"])
+        types = [[p["types"] for p in phrases] for phrases in batch["phrases"]]
+        self.evaluator.add_batch(logits, targets, positions, mask, types)
+        for b, phrases in enumerate(batch["phrases"]):
+            num_phrases, boxes = len(phrases), np.asarray(batch["region_boxes"][b])
+            scores, target = logits[b, :num_phrases, : len(boxes)], targets[b, :num_phrases, : len(boxes)]
+            if self.rows is not None:
+                self.rows += grounding_prediction_records(scores, target, boxes, phrases, batch["image_id"][b],
+                                                          batch["caption_index"][b])
+            if self.baselines is not None:
+                self.baselines["largest_box"].add(largest_box_scores(boxes, num_phrases), target, types[b])
+                self.baselines["random_box"].add(random_box_scores(len(boxes), num_phrases, self.rng), target, types[b])
+
+    def result(self) -> dict:
+        """dict: :meth:`GroundingEvaluator.result` (``R@1``, ``R@5``, ``R@10``, ``upper_bound``, ``per_type`` ...),
+        with ``baselines`` (name -> the same keys without ``per_type``) when asked for."""
+        metrics = self.evaluator.result()
+        if self.baselines is not None:
+            metrics["baselines"] = {}
+            for name, evaluator in self.baselines.items():
+                metrics["baselines"][name] = {k: v for k, v in evaluator.result().items() if k != "per_type"}
+        return metrics
+
+
+class Flickr30K(Task):
+    """Flickr30K Entities region-to-phrase grounding (``configs/flickr/fine-tune.json``): the KL-divergence loss of
+    :class:`~visualbert.modeling.VisualBertForRegionToPhraseAlignment`, R@1/5/10 over every phrase with a box, best
+    checkpoint by R@1."""
+
+    name = "flickr30k"
+    model_class = VisualBertForRegionToPhraseAlignment
+    metric_for_best = "R@1"
+    outputs = ()
+
+    @staticmethod
+    def add_data_args(parser: ArgumentParser, train: bool = True) -> None:
+        from .cli import str2bool
+
+        g = parser.add_argument_group("Flickr30K Entities data")
+        g.add_argument("--data_dir", required=True,
+                       help="Flickr30K Entities directory: Sentences/, Annotations/, train.txt, val.txt, test.txt (or "
+                            "BAN's data root holding Flickr30kEntities/)")
+        g.add_argument("--features", required=True,
+                       help="proposals: a directory with BAN's <split>.hdf5 + <split>_imgid2idx.pkl, or our stores "
+                            "(<split>/features + <split>/boxes, or features/ + boxes/)")
+        g.add_argument("--max_regions", type=int, default=None, help="proposals kept per image (default: all)")
+        g.add_argument("--spatial_features", type=str2bool, default=True,
+                       help="append BAN's 6 spatial features to the region features (every Flickr config: 2048 + 6)")
+        g.add_argument("--iou_threshold", type=float, default=0.5, help="IoU of a positive proposal")
+        if train:
+            g.add_argument("--train_split", default="train")
+            g.add_argument("--eval_split", default="val", help="'' = no evaluation")
+        else:
+            g.add_argument("--split", default="val", help="val or test (the image list <split>.txt)")
+
+    @staticmethod
+    def check_data_args(args: Namespace) -> None:
+        require_path(args.data_dir, "--data_dir", "dir")
+        require_path(args.features, "--features", "any")
+        if not 0.0 < getattr(args, "iou_threshold", 0.5) <= 1.0:
+            raise UsageError(f"--iou_threshold must lie in (0, 1], got {args.iou_threshold}")
+
+    @staticmethod
+    def open_dataset(args: Namespace, tokenizer, split: str, **options):
+        """The :class:`~visualbert.data.flickr30k.Flickr30KDataset` of ``split`` (grounding, or the MLM of task
+        pre-training with ``task="mlm"``); a bad annotation or feature file becomes a :class:`UsageError` naming the
+        file and line."""
+        from .data.errors import DataFormatError
+        from .data.flickr30k import Flickr30KDataset
+
+        try:
+            dataset = Flickr30KDataset(args.data_dir, split, args.features, tokenizer, max_seq_length=args.max_seq_length,
+                                       add_spatial_features=getattr(args, "spatial_features", True),
+                                       iou_threshold=getattr(args, "iou_threshold", 0.5),
+                                       max_regions=getattr(args, "max_regions", None), **options)
+        except DataFormatError as err:
+            raise UsageError(str(err)) from None
+        logging.getLogger("visualbert.tasks").info(
+            "flickr30k %s: %d captions; phrase counts %s", split, len(dataset), dict(sorted(dataset.counts.items())))
+        return checked(args, dataset)
+
+    @classmethod
+    def dataset(cls, args: Namespace, tokenizer, split: str):
+        return cls.open_dataset(args, tokenizer, split)
+
+    @staticmethod
+    def evaluator(dataset) -> GroundingReduction:
+        """The ``on_batch`` reduction :func:`visualbert.engine.evaluate` feeds (see :meth:`score`)."""
+        return GroundingReduction()
+
+    @staticmethod
+    def score(dataset, arrays: dict, meta: dict, loss: float | None) -> dict:
+        """``R@1``, ``R@5``, ``R@10``, ``upper_bound`` (fractions over the phrases with a box), ``per_type``,
+        ``phrases`` and ``loss`` from the :meth:`evaluator` reduction (``meta["evaluator"]``)."""
+        return dict(meta["evaluator"].result(), loss=loss)
+
+    @classmethod
+    def predict(cls, model, dataset, args: Namespace, collate_fn=None):
+        """Writes ``predictions.jsonl`` (per phrase: its text, chain, types, ground-truth boxes, the top-10 proposals
+        with their softmax scores) and ``metrics.json`` (:meth:`score` plus the largest-box and random-box
+        baselines of the same phrases, and the phrase counts of the split)."""
+        from .metrics import write_grounding_predictions
+
+        reduction = GroundingReduction(records=True, baselines=True, seed=getattr(args, "seed", 0))
+        _, _, loss = predict(model, dataset, args.batch_size, collate_fn, args.text_only, args.num_workers,
+                             outputs=(), on_batch=reduction, collect_meta=False)
+        metrics = cls.score(dataset, {}, {"evaluator": reduction}, loss)
+        metrics.update(split=args.split, captions=len(dataset), phrase_counts=dict(sorted(dataset.counts.items())))
+        os.makedirs(args.output_dir, exist_ok=True)
+        write_grounding_predictions(os.path.join(args.output_dir, "predictions.jsonl"), reduction.rows)
+        write_json(os.path.join(args.output_dir, "metrics.json"), metrics)
+        return reduction.rows, metrics
+
+
 # ============================================================================================ pretraining
 class Pretrain(Task):
     name = "pretrain"
@@ -316,12 +570,13 @@ class Pretrain(Task):
     @staticmethod
     def add_data_args(parser: ArgumentParser) -> None:
         g = parser.add_argument_group("pretraining data")
-        g.add_argument("--dataset", choices=("coco_captions", "vqa2", "nlvr2"), required=True,
+        g.add_argument("--dataset", choices=("coco_captions", "vqa2", "nlvr2", "flickr30k"), required=True,
                        help="coco_captions: MLM + sentence-image; vqa2: MLM on the questions; nlvr2: MLM + the label "
-                            "through the sentence-image head")
+                            "through the sentence-image head; flickr30k: MLM on the Flickr30K Entities captions")
         g.add_argument("--data_dir", required=True,
                        help="coco_captions: the annotations directory (captions_{train,val}2014.json); vqa2: the imdb "
-                            "directory; nlvr2: the directory with train.json / dev.json")
+                            "directory; nlvr2: the directory with train.json / dev.json; flickr30k: the Flickr30K "
+                            "Entities directory (Sentences/, Annotations/, train.txt ...)")
         g.add_argument("--features", required=True, help="region-feature root (see the task scripts)")
         g.add_argument("--train_split", default=None,
                        help="default: train2014 / trainval / train; coco_captions: '+'-joined sets read together, "
@@ -332,8 +587,13 @@ class Pretrain(Task):
                             "imdb_minival2014.npy; its entries' image_name), as the original exclude_minival")
         g.add_argument("--max_regions", type=int, default=None, help="cap on regions per image")
         g.add_argument("--mask_prob", type=probability, default=0.15)
+        g.add_argument("--answer_text", choices=("characters", "words"), default="characters",
+                       help="vqa2: the answer appended to the question as the original's vqa_dataset.py does "
+                            "(characters: 'y e s', how the released visualbert-vqa-pre was trained) or as WordPieces "
+                            "(words)")
 
-    DEFAULT_SPLITS = {"coco_captions": ("train2014", "val2014"), "vqa2": ("trainval", "minival"), "nlvr2": ("train", "dev")}
+    DEFAULT_SPLITS = {"coco_captions": ("train2014", "val2014"), "vqa2": ("trainval", "minival"), "nlvr2": ("train", "dev"),
+                      "flickr30k": ("train", "val")}
 
     @classmethod
     def check_data_args(cls, args: Namespace) -> None:
@@ -388,12 +648,17 @@ class Pretrain(Task):
 
         if args.dataset == "coco_captions":
             paths = Pretrain.coco_caption_files(args.data_dir, split)
-            exclude = None
-            if getattr(args, "exclude_minival", None) and split == Pretrain.splits(args)[0]:
-                exclude = Pretrain.minival_image_keys(args.exclude_minival)
+            exclude = only = None
+            if getattr(args, "exclude_minival", None):
+                # The original (expand_coco + exclude_minival) trains without the minival images and validates
+                # on exactly them.
+                if split == Pretrain.splits(args)[0]:
+                    exclude = Pretrain.minival_image_keys(args.exclude_minival)
+                else:
+                    only = Pretrain.minival_image_keys(args.exclude_minival)
             ds = CocoCaptionsPretrainDataset(
                 paths, args.features, tokenizer, max_seq_length=args.max_seq_length, mask_prob=args.mask_prob,
-                seed=args.seed, max_regions=args.max_regions, exclude_image_ids=exclude)
+                seed=args.seed, max_regions=args.max_regions, exclude_image_ids=exclude, only_image_ids=only)
             if exclude is not None:
                 logging.getLogger("visualbert.tasks").info(
                     "coco_captions %s: excluded %d captions of the %d images of %s", split, ds.num_excluded_captions,
@@ -405,7 +670,10 @@ class Pretrain(Task):
             except ValueError as err:
                 raise UsageError(str(err)) from None
             return checked(args, VQA2Dataset(files, args.features, tokenizer, max_seq_length=args.max_seq_length,
-                                             task="mlm", mask_prob=args.mask_prob, seed=args.seed, feature_dim=None))
+                                             task="mlm", mask_prob=args.mask_prob, seed=args.seed, feature_dim=None,
+                                             answer_text=getattr(args, "answer_text", "characters")))
+        if args.dataset == "flickr30k":  # configs/flickr/pre-train.json: MLM only, spatial features on
+            return Flickr30K.open_dataset(args, tokenizer, split, task="mlm", mask_prob=args.mask_prob, seed=args.seed)
         path = os.path.join(args.data_dir, f"{split}.json")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"NLVR2 annotation file {path} does not exist (split {split!r})")
@@ -455,3 +723,41 @@ class Pretrain(Task):
         parts = [metrics[k] for k in ("mlm_loss", "sentence_image_loss") if metrics.get(k) is not None]
         metrics["loss"] = float(sum(parts)) if parts else None
         return metrics
+
+
+class VCRImagesPretrain(Pretrain):
+    """VCR task pre-training from the images (``configs/vcr/pre-train.json``): every line gives its 4 Q->A and 4
+    QA->R texts as separate examples (``complete_shuffle``, ``pretraining_include_qa_and_qar``), masked LM on the
+    WordPieces and, through the sentence-image head, whether the text's choice is the right one (the original's
+    ``is_random_next`` for VCR), with :class:`~visualbert.vcr_model.VisualBertForVCRPreTraining` (the detector
+    frozen by default). Metrics as :class:`Pretrain`."""
+
+    name = "vcr_pretrain"
+    model_class = VisualBertForVCRPreTraining
+    visual_width = staticmethod(VCRImages.visual_width)
+
+    @staticmethod
+    def add_data_args(parser: ArgumentParser, train: bool = True) -> None:
+        VCR.add_data_args(parser, train)
+
+    @staticmethod
+    def check_data_args(args: Namespace) -> None:
+        if not getattr(args, "images", None):
+            raise UsageError("--stage pretrain reads the images: give --images (the vcr1images directory)")
+        VCRImages.check_data_args(args)
+
+    @staticmethod
+    def splits(args: Namespace) -> tuple[str | None, str | None]:
+        return args.train_split, args.eval_split
+
+    configure_model = staticmethod(VCRImages.configure_model)
+
+    @staticmethod
+    def dataset(args: Namespace, tokenizer, split: str):
+        from .data.vcr_images import VCRImageDataset
+
+        path = VCR.annotation_file(args, split)
+        dataset = VCRImageDataset(path, args.images, tokenizer, max_seq_length=args.max_seq_length,
+                                  complete_shuffle=True, include_qa_and_qar=True, pretraining=True,
+                                  train=split == args.train_split, seed=getattr(args, "seed", 0))
+        return checked_images(dataset)

@@ -46,7 +46,7 @@ class _WithDetector:
         ratio = self.config.cnn_loss_ratio
         cnn_loss = detected["cnn_regularization_loss"]
         outputs["cnn_regularization_loss"] = cnn_loss
-        if ratio != 0.0 and outputs.loss is not None:
+        if ratio != 0.0 and outputs.get("loss") is not None:  # no labels (prediction): no loss
             outputs["loss"] = outputs.loss + ratio * cnn_loss
         return outputs
 

@@ -8,7 +8,9 @@ Two implementations share one interface (:class:`FeatureStore`):
   - ``vqa``:   ``<root>/fc6/vqa/<set>/COCO_<set>_<id:012d>.npy`` (root = ``detectron_fix_100``),
     or ``<root>/<set>/COCO_...npy`` (root = ``detectron_fix_100/fc6/vqa``); key ``COCO_train2014_000000000009``;
   - ``nlvr2``: ``<root>/<split>/feature_1024dim/<split>-<set>-<pair>-img{0,1}.png.npy``
-    (root = ``detectron_fix_144``); key ``dev-850-0-img0.png``;
+    (root = ``detectron_fix_144``); key ``dev-850-0-img0.png``; in the same layout, COCO images (the contest
+    port's ``coco_detectron_fix_144``: ``<root>/nlvr2/{train,val}/feature_1024dim/COCO_<set>_<id:012d>.npy``, root
+    = ``X_COCO/data/detectron_fix_144`` or its ``nlvr2``) by their COCO key ``COCO_val2014_000000000042``;
   - ``flat``:  ``<root>/<key>.npy`` (any other directory, e.g. one split directory, or VCR features).
 
 * :class:`PackedFeatureStore` reads a directory written by ``tools/pack_features.py``:
@@ -28,6 +30,8 @@ from .errors import DataFormatError, MissingFeaturesError
 
 _VQA_SET_RE = re.compile(r"^COCO_([a-z]+\d{4})_\d+$")
 _VQA_SET_DIR_RE = re.compile(r"^(train|val|test)\d{4}$")
+# COCO set -> split folder of the contest port's coco_detectron_fix_144 features (the NLVR2 line's COCO regions).
+_COCO_144_SPLITS = {"train2014": "train", "val2014": "val"}
 PACKED_ARRAY = "features.npy"
 PACKED_INDEX = "index.json"
 MAX_LISTED_MISSING = 10
@@ -66,6 +70,19 @@ class FeatureStore:
             DataFormatError: the stored array is empty, truncated, not 2-D or of the wrong width.
         """
         raise NotImplementedError
+
+    def view(self, key):
+        """The region features of one image as stored, without the float32 copy of ``store[key]``.
+
+        Returns:
+            np.ndarray: [R, D], float32 or float16 (a float16 packed store), possibly a read-only view of a
+            memory map. The collator copies it into the batch (and widens float16 there), so a dataset that
+            passes it on spends one copy per example instead of two.
+
+        Raises:
+            As ``store[key]``.
+        """
+        return self[key]
 
     def __contains__(self, key):
         raise NotImplementedError
@@ -178,6 +195,9 @@ def detect_layout(root):
     """
     if os.path.isdir(os.path.join(root, "fc6", "vqa")):
         return "vqa", os.path.join(root, "fc6", "vqa")
+    coco_144 = os.path.join(root, "nlvr2")
+    if any(os.path.isdir(os.path.join(coco_144, s, "feature_1024dim")) for s in _COCO_144_SPLITS.values()):
+        return "nlvr2", coco_144
     children = [d for d in sorted(os.listdir(root)) if os.path.isdir(os.path.join(root, d))]
     if any(os.path.isdir(os.path.join(root, d, "feature_1024dim")) for d in children):
         return "nlvr2", root
@@ -237,6 +257,9 @@ class NpyFeatureStore(FeatureStore):
                 )
             return os.path.join(self.base, m.group(1), key + ".npy")
         if self.layout == "nlvr2":
+            coco = _VQA_SET_RE.match(key)
+            if coco is not None and coco.group(1) in _COCO_144_SPLITS:
+                return os.path.join(self.base, _COCO_144_SPLITS[coco.group(1)], "feature_1024dim", key + ".npy")
             name = key if key.endswith(".png") else key + ".png"
             split = name.split("-", 1)[0]
             return os.path.join(self.base, split, "feature_1024dim", name + ".npy")
@@ -364,6 +387,18 @@ class PackedFeatureStore(FeatureStore):
         # a copy (float16 is widened here), so samples never keep the memory map alive
         array = np.array(self._open()[offset : offset + count], dtype=np.float32)
         return check_finite(array, f"{self.array_path} rows {offset}..{offset + count - 1} (image {key!r})")
+
+    def view(self, key):
+        entry = self._index.get(key)
+        if entry is None:
+            raise MissingFeaturesError(
+                f"no region features for image {key!r}: not in the packed store {self.root}", [key]
+            )
+        offset, count = entry
+        if self.max_regions is not None:
+            count = min(count, self.max_regions)
+        return check_finite(self._open()[offset : offset + count],
+                            f"{self.array_path} rows {offset}..{offset + count - 1} (image {key!r})")
 
     def num_regions(self, key):
         entry = self._index.get(key)

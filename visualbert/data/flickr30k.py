@@ -9,7 +9,7 @@ import numpy as np
 
 from .errors import DataFormatError, MissingFeaturesError, with_example_context
 from .flickr30k_entities import load_grounded_captions, read_split_ids, split_list_path
-from .regions import open_region_store, spatial_features
+from .regions import SPATIAL_DIM, open_region_store, spatial_features
 from .text import DEFAULT_MAX_SEQ_LENGTH, TextEncoder, example_rng
 
 IOU_THRESHOLD = 0.5
@@ -160,6 +160,12 @@ class Flickr30KDataset:
 
     def __len__(self):
         return len(self.captions)
+
+    def visual_width(self):
+        """int: the width of ``visual_embeds`` (the store's features, + 6 with ``add_spatial_features``)."""
+        store = getattr(self.store, "features", self.store)  # BoxedFeatureStore: its feature store
+        width = store.width() if hasattr(store, "width") else store.dim
+        return int(width) + (SPATIAL_DIM if self.add_spatial_features else 0)
 
     def set_epoch(self, epoch):
         """Sets the epoch (the MLM draws depend on it). Call before each epoch, in the main process."""

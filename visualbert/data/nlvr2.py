@@ -59,7 +59,7 @@ class NLVR2Dataset:
     left image's regions followed by the right image's, with visual token types 0 (left) / 1 (right).
 
     Sample (``task="nlvr2"``): ``input_ids``, ``token_type_ids`` int64 [T], ``visual_embeds`` float32
-    [R0 + R1, 1024], ``visual_token_type_ids`` int64 [R0 + R1], ``labels`` int64 scalar (1 = True; absent
+    (float16 from a float16 packed store) [R0 + R1, 1024], ``visual_token_type_ids`` int64 [R0 + R1], ``labels`` int64 scalar (1 = True; absent
     when the file has no labels), metadata ``identifier`` str.
 
     Sample (``task="pretrain"``, NLVR2 task pretraining): MLM-corrupted text with ``labels`` int64 [T]
@@ -102,6 +102,11 @@ class NLVR2Dataset:
         keys = [k for r in self.rows for k in image_keys(r["identifier"])]
         self.store.check(keys, source=self.source)
 
+    def pretokenize(self, cache_dir=None):
+        """Tokenizes every sentence once, before DataLoader workers fork; see
+        :meth:`visualbert.data.text.TextEncoder.pretokenize`. Examples are unchanged."""
+        return self.text.pretokenize([str(r["sentence"]) for r in self.rows], cache_dir=cache_dir)
+
     def set_epoch(self, epoch):
         self.epoch = int(epoch)
 
@@ -116,7 +121,7 @@ class NLVR2Dataset:
             raise with_example_context(e, f"example {index} ({row['identifier']}, line {row['_line']}) of {self.source}") from e
 
     def _example(self, index, row):
-        left, right = (self.store[k] for k in image_keys(row["identifier"]))
+        left, right = (self.store.view(k) for k in image_keys(row["identifier"]))  # concatenated below: one copy
         enc = self.text.build(self.text.wordpieces(str(row["sentence"])))
         sample = {"token_type_ids": enc["token_type_ids"]}
         label = _LABELS[str(row["label"]).lower()] if "label" in row else None

@@ -461,6 +461,71 @@ class VCRImageDataset:
             raise with_example_context(err, f"example {line_index} (line {row['_line']}, annot_id "
                                             f"{row.get('annot_id')}) of {self.source}") from err
 
+    def check_inputs(self):
+        """Checks every line before anything is trained on it: object references, the image and metadata files,
+        and the used boxes (inside the metadata's ``width`` x ``height``) and their polygons. Reads each metadata
+        JSON once; decodes no image (an unreadable JPEG is still found when its example is loaded).
+
+        Raises:
+            DataFormatError, FileNotFoundError: the first problem, naming the file and the example.
+        """
+        checked_metadata = {}
+        for line_index, row in enumerate(self.rows):
+            try:
+                self._check_line(row, checked_metadata)
+            except (DataFormatError, FileNotFoundError, KeyError, IndexError, TypeError, ValueError) as err:
+                if isinstance(err, (KeyError, IndexError, TypeError)):
+                    err = DataFormatError(f"{type(err).__name__}: {err}")
+                raise with_example_context(err, f"example {line_index} (line {row['_line']}, annot_id "
+                                                f"{row.get('annot_id')}) of {self.source}") from err
+
+    def _check_line(self, item, checked_metadata):
+        self._check_references(item)
+        if self.store is not None:
+            return
+        image_path = os.path.join(self.image_dir, item['img_fn'])
+        if not os.path.isfile(image_path):
+            raise FileNotFoundError(f"image {image_path} does not exist")
+        if 'answer_label' in item and not self.expand_answers:
+            item = dict(item, answer_label=int(item['answer_label']))
+        elif self.mode == "qar" or self.include_qa_and_qar:
+            item = dict(item, answer_label=0)  # which answer does not change the boxes used (add_all_features)
+        used, _ = select_detections(item, self.mode, self.only_use_relevant_dets, self.add_all_features,
+                                    self.include_qa_and_qar and self.complete_shuffle)
+        key = (item['metadata_fn'], tuple(int(i) for i in used))
+        if key in checked_metadata:
+            return
+        metadata_path = os.path.join(self.image_dir, item['metadata_fn'])
+        if not os.path.isfile(metadata_path):
+            raise FileNotFoundError(f"metadata {metadata_path} does not exist")
+        try:
+            with open(metadata_path) as f:
+                metadata = json.load(f)
+        except json.JSONDecodeError as err:
+            raise DataFormatError(f"metadata {metadata_path} is not valid JSON: {err}") from None
+        n = len(item['objects'])
+        boxes, segms = metadata.get('boxes', []), metadata.get('segms', [])
+        if len(boxes) < n or len(segms) < n:
+            raise DataFormatError(f"metadata {metadata_path} has {len(boxes)} boxes and {len(segms)} segms for the "
+                                  f"line's {n} objects")
+        width, height = metadata.get('width'), metadata.get('height')
+        for i in used:
+            box = boxes[i]
+            if not isinstance(box, list) or len(box) != 5:
+                raise DataFormatError(f"{metadata_path}: boxes[{i}] should be [x1, y1, x2, y2, confidence]")
+            x1, y1, x2, y2 = (float(v) for v in box[:4])
+            if not (x1 < x2 and y1 < y2):
+                raise DataFormatError(f"{metadata_path}: boxes[{i}] = {box[:4]} is not a box (x1 < x2, y1 < y2)")
+            if width is not None and height is not None and not (
+                    x1 >= 0 and y1 >= 0 and x2 <= float(width) + 1 and y2 <= float(height) + 1):
+                raise DataFormatError(f"{metadata_path}: boxes[{i}] = {box[:4]} is outside the {width}x{height} "
+                                      f"image {image_path}")
+            try:
+                _check_polygons(segms[i], i)
+            except DataFormatError as err:
+                raise DataFormatError(f"{metadata_path}: {err}") from None
+        checked_metadata[key] = True
+
     # ---------------------------------------------------------------- pieces
     def _check_references(self, item):
         n = len(item['objects'])

@@ -133,7 +133,8 @@ class VQA2Dataset:
     ``max_seq_length``), visual token types 0.
 
     Sample (``task="vqa"``):
-        ``input_ids`` int64 [T], ``token_type_ids`` int64 [T], ``visual_embeds`` float32 [R, 2048],
+        ``input_ids`` int64 [T], ``token_type_ids`` int64 [T], ``visual_embeds`` float32 [R, 2048] (float16
+        from a float16 packed store; from a packed store a read-only view, copied once by the collator),
         ``visual_token_type_ids`` int64 [R], ``labels`` float32 [num_answers] soft scores (absent on test),
         metadata ``question_id`` int, ``image_id`` int, ``image_name`` str, ``answers`` list[str] (raw, for the
         official metric; absent on test).
@@ -209,6 +210,16 @@ class VQA2Dataset:
         return check_answer_coverage(self.vocab, [answer_list(e) for e in self.entries],
                                      ", ".join(sorted(set(self.sources))), min_coverage)
 
+    def pretokenize(self, cache_dir=None):
+        """Tokenizes every question (and, for ``task="mlm"``, every answer) once, before DataLoader workers
+        fork; see :meth:`visualbert.data.text.TextEncoder.pretokenize` (``cache_dir``: reuse across runs).
+        Examples are unchanged; returns the number of distinct texts."""
+        texts = [question_text(e) for e in self.entries]
+        if self.task == "mlm":
+            texts += [" ".join(a) if self.answer_text == "characters" else a  # as __getitem__ builds the answer
+                      for e in self.entries for a in valid_answers(e)]
+        return self.text.pretokenize(texts, cache_dir=cache_dir)
+
     def set_epoch(self, epoch):
         """Sets the epoch (MLM draws depend on it). Call before each epoch, in the main process."""
         self.epoch = int(epoch)
@@ -225,7 +236,7 @@ class VQA2Dataset:
             raise with_example_context(e, context) from e
 
     def _example(self, index, entry):
-        visual = self.store[str(entry["image_name"])]
+        visual = self.store.view(str(entry["image_name"]))  # copied (once) by the collator
         words = self.text.wordpieces(question_text(entry))
         sample = {}
         if self.task == "vqa":
