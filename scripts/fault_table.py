@@ -187,7 +187,7 @@ def cases(trained):
          lambda b: [f"{b}/out/notes.txt", f"{b}/out/args.json"]),
         (25, "a resume that is rejected (other --batch_size)", lambda b: shutil.copytree(f"{trained}/vqa", f"{b}/out"),
          lambda b: train_vqa + vqa(b) + TINY + out(b) + ["--resume_from", "latest", "--batch_size", "2"], 2,
-         "was written by a run of", lambda b: [f"{b}/out/args.json"]),
+         "/out/step_9", lambda b: [f"{b}/out/args.json"]),
         (35, "VCR predict onto an existing predictions.jsonl", lambda b: _write(f"{b}/predictions.jsonl", "{}\n"),
          lambda b: ["VCR/run_predict.py", "--model_dir", f"{trained}/vcr/final", "--split", "val"] + vcr(b)
          + ["--output_dir", b], 2, "exists already", lambda b: [f"{b}/predictions.jsonl"]),

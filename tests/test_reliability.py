@@ -185,7 +185,7 @@ def test_args_json_kept_on_a_rejected_resume_and_appended_on_an_accepted_one(dat
     original = open(f"{out}/args.json", "rb").read()
     # a rejected resume (another batch size = another number of steps) leaves args.json byte-identical
     rc, err = wrapped("VQA2/run_vqa2.py", base + ["--resume_from", "latest", "--batch_size", "2"], capsys, monkeypatch)
-    assert rc == 2 and "was written by a run of" in error_line(err)
+    assert rc == 2 and f"checkpoint {out}/step_" in error_line(err)  # the rejected checkpoint named, with why
     assert open(f"{out}/args.json", "rb").read() == original
     # an accepted resume appends its record after the untouched original
     assert wrapped("VQA2/run_vqa2.py", base + ["--resume_from", "latest"], capsys, monkeypatch)[0] == 0
