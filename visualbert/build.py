@@ -152,12 +152,12 @@ def _configured(model, task, args):
 
 
 def check_lengths(args: argparse.Namespace, config) -> None:
-    """``--max_seq_length`` (and ``--max_regions``) must fit the model's position table: a start-up error
-    (:func:`visualbert.safety.check_position_table`), not an index error at the first long batch."""
+    """``--max_seq_length`` must fit the model's position table: a start-up error
+    (:func:`visualbert.safety.check_position_table`), not an index error at the first long batch. The region count
+    is not checked: every region takes visual position 0 (modeling's embeddings), so it indexes no table."""
     from .safety import check_position_table
 
-    check_position_table(getattr(args, "max_seq_length", None), config.max_position_embeddings,
-                         getattr(args, "max_regions", None))
+    check_position_table(getattr(args, "max_seq_length", None), config.max_position_embeddings)
 
 
 # ------------------------------------------------------------------------------------------ prediction models
