@@ -57,6 +57,7 @@ class TrainConfig:
     num_workers: int = 0
     disable_tqdm: bool = False
     text_only: bool = False
+    visualdl: bool = False
     train_split: str | None = None
     eval_split: str | None = None
     arguments: Mapping[str, Any] = dataclasses.field(default_factory=dict)

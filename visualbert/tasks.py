@@ -17,7 +17,7 @@ from argparse import ArgumentParser, Namespace
 
 import numpy as np
 
-from .cli import UsageError, require_path
+from .cli import UsageError, argument_group, require_path
 from .constants import IGNORE_INDEX
 from .engine import predict
 from .fileio import write_json
@@ -70,7 +70,7 @@ class VQA2(Task):
 
     @staticmethod
     def add_data_args(parser: ArgumentParser, train: bool = True) -> None:
-        g = parser.add_argument_group("VQA2 data")
+        g = argument_group(parser, "data")
         g.add_argument("--imdb_dir", required=True, help="directory with the Pythia imdb_*.npy files")
         g.add_argument("--features", required=True, help="detectron_fix_100 root (or its fc6/vqa, or a packed store)")
         g.add_argument("--answers_file", default=None, help="answers_vqa.txt (default: the packaged 3129 answers)")
@@ -176,7 +176,7 @@ class NLVR2(Task):
 
     @staticmethod
     def add_data_args(parser: ArgumentParser, train: bool = True) -> None:
-        g = parser.add_argument_group("NLVR2 data")
+        g = argument_group(parser, "data")
         g.add_argument("--data_dir", required=True, help="directory with train.json, dev.json, test1.json")
         g.add_argument("--features", required=True, help="detectron_fix_144 root (or a packed store)")
         g.add_argument("--max_regions", type=int, default=144, help="regions kept per image")
@@ -248,7 +248,7 @@ class VCR(Task):
 
     @staticmethod
     def add_data_args(parser: ArgumentParser, train: bool = True) -> None:
-        g = parser.add_argument_group("VCR data")
+        g = argument_group(parser, "data")
         g.add_argument("--data_dir", required=True, help="directory with train.jsonl, val.jsonl (test.jsonl)")
         g.add_argument("--features", required=True, help="per-image box features (<img_fn stem>.npy) or a packed store")
         g.add_argument("--box_offset", type=int, default=0, help="feature row of box 0 (1 if row 0 is the whole image)")
@@ -309,7 +309,7 @@ class Pretrain(Task):
 
     @staticmethod
     def add_data_args(parser: ArgumentParser) -> None:
-        g = parser.add_argument_group("pretraining data")
+        g = argument_group(parser, "data")
         g.add_argument("--dataset", choices=("coco_captions", "vqa2", "nlvr2"), required=True,
                        help="coco_captions: MLM + sentence-image; vqa2: MLM on the questions; nlvr2: MLM + the label "
                             "through the sentence-image head")
