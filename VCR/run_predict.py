@@ -34,6 +34,8 @@ def main(argv=None):
     if args.inference_model or args.onnx_model:
         raise UsageError("--inference_model / --onnx_model are not supported for VCR: tools/export_model.py exports only the VQA2 and "
                          "NLVR2 heads (no multiple-choice head); give --model_dir (Q->A) and/or --qar_model_dir (QA->R)")
+    if not args.output_dir:
+        raise UsageError("--output_dir is required (where the predictions are written)")
     if not args.model_dir and not args.qar_model_dir:
         raise UsageError("give --model_dir (Q->A) and/or --qar_model_dir (QA->R)")
     VCR.check_data_args(args)
