@@ -147,8 +147,10 @@ class VQA2(Task):
         """The dataset of ``--question`` about ``--features_file`` (:meth:`VQA2Dataset.from_question`)."""
         from .data import VQA2Dataset
 
-        return VQA2Dataset.from_question(args.question, args.features_file, tokenizer, answers_file=args.answers_file,
-                                         max_seq_length=args.max_seq_length)
+        dataset = VQA2Dataset.from_question(args.question, args.features_file, tokenizer,
+                                            answers_file=args.answers_file, max_seq_length=args.max_seq_length)
+        dataset[0]  # bad features raise here: raised inside paddle's DataLoader, an error hangs its iterator
+        return dataset
 
     @staticmethod
     def top_answers(model, dataset, top_k: int = 5, collate_fn=None, text_only: bool = False) -> list[dict]:
@@ -285,8 +287,10 @@ class NLVR2(Task):
         (:meth:`NLVR2Dataset.from_sentence`)."""
         from .data import NLVR2Dataset
 
-        return NLVR2Dataset.from_sentence(args.sentence, args.left_features, args.right_features, tokenizer,
-                                          max_seq_length=args.max_seq_length, max_regions=args.max_regions)
+        dataset = NLVR2Dataset.from_sentence(args.sentence, args.left_features, args.right_features, tokenizer,
+                                             max_seq_length=args.max_seq_length, max_regions=args.max_regions)
+        dataset[0]  # bad features raise here: raised inside paddle's DataLoader, an error hangs its iterator
+        return dataset
 
     @staticmethod
     def judge(model, dataset, collate_fn=None, text_only: bool = False) -> dict:
