@@ -11,6 +11,14 @@ the ``paddle.inference`` predictor (same files written):
     python tools/export_model.py --model runs/nlvr2/best --out export/nlvr2
     python NLVR2/run_predict.py --inference_model export/nlvr2 --data_dir data/nlvr2 \
         --features data/detectron_fix_144 --split dev --output_dir runs/nlvr2/dev
+
+``--onnx_model DIR`` (``tools/export_model.py --format onnx``) runs the exported model in onnxruntime, the same way.
+
+One statement about one pair of images (their region features as ``.npy`` [regions, 1024]) prints True or False
+with its probability (``--json``: as JSON); nothing is written:
+
+    python NLVR2/run_predict.py --model_dir runs/nlvr2/best --sentence "The left image contains two dogs." \
+        --left_features a.npy --right_features b.npy
 """
 
 import json
@@ -28,8 +36,17 @@ def main(argv=None):
     NLVR2.add_data_args(parser, train=False)
     args = parser.parse_args(argv)
     NLVR2.check_data_args(args)
-    model = load_prediction_model(args, NLVR2)  # --model_dir or --inference_model
+    model = load_prediction_model(args, NLVR2)  # --model_dir, --inference_model or --onnx_model
     tokenizer = load_tokenizer(args.vocab_file)
+    if args.sentence is not None:
+        dataset = NLVR2.one_example(args, tokenizer)
+        check_model_fits(model, dataset)
+        verdict = NLVR2.judge(model, dataset, build_collator(tokenizer), args.text_only)
+        if args.json:
+            print(json.dumps(dict(sentence=args.sentence, **verdict), indent=1))
+        else:
+            print(f"{verdict['label']}  ({verdict['probability']:.3f})")
+        return 0
     dataset = build_dataset(NLVR2, args.split, args, tokenizer)
     check_model_fits(model, dataset)
     predictions, metrics = NLVR2.predict(model, dataset, args, build_collator(tokenizer))

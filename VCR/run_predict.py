@@ -24,7 +24,7 @@ import os
 import numpy as np
 
 from visualbert.build import build_collator, build_dataset, check_lengths, check_model_fits, load_trained_model
-from visualbert.cli import UsageError, check_prediction_outputs, main_wrapper, prediction_parser
+from visualbert.cli import UsageError, argument_group, check_prediction_outputs, main_wrapper, prediction_parser
 from visualbert.fileio import write_json, write_jsonl
 from visualbert.metrics import vcr_metrics
 from visualbert.safety import check_trained_mode
@@ -38,14 +38,16 @@ def main(argv=None):
     for action in parser._actions:
         if action.dest == "model_dir":
             action.help = "Q->A model directory"
-        elif action.dest == "inference_model":
+        elif action.dest in ("inference_model", "onnx_model"):
             action.help = "not supported for VCR (tools/export_model.py has no multiple-choice head)"
-    parser.add_argument("--qar_model_dir", default=None, help="QA->R model directory")
+    argument_group(parser, "model").add_argument("--qar_model_dir", default=None, help="QA->R model directory")
     VCR.add_data_args(parser, train=False)
     args = parser.parse_args(argv)
-    if args.inference_model:
-        raise UsageError("--inference_model is not supported for VCR: tools/export_model.py exports only the VQA2 and "
+    if args.inference_model or args.onnx_model:
+        raise UsageError("--inference_model / --onnx_model are not supported for VCR: tools/export_model.py exports only the VQA2 and "
                          "NLVR2 heads (no multiple-choice head); give --model_dir (Q->A) and/or --qar_model_dir (QA->R)")
+    if not args.output_dir:
+        raise UsageError("--output_dir is required (where the predictions are written)")
     if not args.model_dir and not args.qar_model_dir:
         raise UsageError("give --model_dir (Q->A) and/or --qar_model_dir (QA->R)")
     task = VCR.for_args(args)

@@ -379,8 +379,8 @@ def test_untranslatable_contest_command_is_one_line_and_exit_2(contest, monkeypa
 def test_only_the_contest_ports_scripts_translate():
     from visualbert.contest_compat import contest_script
 
-    assert contest_script("train", ["optimisation", "VCR data"]) is None
-    assert contest_script("predict", ["NLVR2 data"]) == "nlvr2_predict"
+    assert contest_script("train", "vcr") is None and contest_script("train", None) is None
+    assert contest_script("predict", "nlvr2") == "nlvr2_predict"
     vcr = _load_script("VCR/run_vcr.py")
     with pytest.raises(SystemExit):  # argparse: --task_name is not a flag of ours, and VCR had no contest script
         vcr(["--task_name", "vcr", "--data_dir", "d", "--features", "f", "--output_dir", "o"])

@@ -73,3 +73,34 @@ def test_cli_export_and_check(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "max |Δ|" in proc.stdout
     assert (out / "export.json").is_file()
+
+
+# ------------------------------------------------------------------------------------------ ONNX
+@pytest.mark.parametrize("cls,num_labels", [(VisualBertForQuestionAnswering, 7), (VisualBertForVisualReasoning, 2)])
+def test_onnx_export_runs_in_onnxruntime_like_dygraph_offline(tmp_path, monkeypatch, cls, num_labels):
+    """paddle2onnx export (nothing installed at export time: any pip call fails the test) run in onnxruntime on
+    padded batches of two shapes equals dygraph (max |Δ| <= 1e-4); the model keeps its own kernels afterwards."""
+    from visualbert.inference import OnnxPredictor, export_onnx
+
+    real_popen = subprocess.Popen
+
+    def no_pip(args, *a, **k):
+        if "pip" in " ".join(map(str, args if isinstance(args, (list, tuple)) else [args])):
+            raise AssertionError(f"export tried to run {args}")
+        return real_popen(args, *a, **k)
+
+    monkeypatch.setattr(subprocess, "Popen", no_pip)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    model = _model(cls, num_labels)
+    kernels = model.cpu_kernels
+    path = export_onnx(model, str(tmp_path))
+    assert os.path.basename(path) == "model.onnx" and model.cpu_kernels == kernels
+    predictor = OnnxPredictor(str(tmp_path))
+    assert predictor.meta["format"] == "onnx" and predictor.meta["architecture"] == cls.__name__
+    for batch, text_len, regions in ((3, 16, 10), (4, 9, 5)):
+        inputs = make_inputs(model.config, cls.__name__, batch_size=batch, text_len=text_len, num_regions=regions,
+                             seed=batch, with_labels=False)
+        assert inputs["attention_mask"].min() == 0 and inputs["visual_attention_mask"].min() == 0  # padded
+        got = predictor.run(inputs)["logits"]
+        assert got.shape == (batch, num_labels)
+        assert np.abs(got - _dygraph(model, inputs)).max() <= 1e-4

@@ -136,8 +136,9 @@ def test_vcr_train_and_predict(synth, tmp_path):
 
 @pytest.mark.parametrize("task", ["vqa2", "nlvr2"])
 def test_predict_with_exported_model_equals_model_dir(synth, tmp_path, task):
-    """Train briefly, export with tools/export_model.py, predict with --inference_model: the same files as with
-    --model_dir (the same prediction loop, the paddle.inference predictor instead of the dygraph model)."""
+    """Train briefly, export with tools/export_model.py (paddle and --format onnx), predict with --inference_model
+    and --onnx_model: the same files as with --model_dir (the same prediction loop, the paddle.inference predictor /
+    onnxruntime instead of the dygraph model)."""
     if task == "vqa2":
         train, predict = load_script("VQA2/run_vqa2.py"), load_script("VQA2/run_predict.py")
         train_data, data = vqa_args(synth), vqa_args(synth)[:4]
@@ -150,23 +151,32 @@ def test_predict_with_exported_model_equals_model_dir(synth, tmp_path, task):
     assert train(train_data + TINY + ["--output_dir", run, "--max_steps", "2", "--no_eval"] + extra) == 0
     final, exported = os.path.join(run, "final"), str(tmp_path / "export")
     assert load_script("tools/export_model.py")(["--model", final, "--out", exported]) == 0
+    onnx_dir = str(tmp_path / "onnx")
+    assert load_script("tools/export_model.py")(["--model", final, "--out", onnx_dir, "--format", "onnx"]) == 0
     written = {}
-    for flag, path in (("--model_dir", final), ("--inference_model", exported)):
+    for flag, path in (("--model_dir", final), ("--inference_model", exported), ("--onnx_model", onnx_dir)):
         out = tmp_path / flag.strip("-")
         assert predict(data + [flag, path, "--split", split, "--output_dir", str(out), "--batch_size", "5"] + extra) == 0
         with open(out / pred_file, "rb") as f, open(out / "metrics.json") as g:
             written[flag] = (f.read(), json.load(g))
     assert written["--inference_model"][0] == written["--model_dir"][0]  # predictions: byte for byte
     assert written["--inference_model"][1] == written["--model_dir"][1]  # metrics.json
+    assert written["--onnx_model"] == written["--model_dir"]
     assert written["--model_dir"][1]["split"] == split
 
     out = ["--split", split, "--output_dir", str(tmp_path / "x")]
-    with pytest.raises(UsageError, match="give --model_dir .* or --inference_model"):
+    with pytest.raises(UsageError, match="give exactly one of --model_dir .*, --inference_model .* or --onnx_model"):
         predict(data + out)
-    with pytest.raises(UsageError, match="not both"):
+    with pytest.raises(UsageError, match="got --model_dir, --inference_model$"):
         predict(data + ["--model_dir", final, "--inference_model", exported] + out)
+    with pytest.raises(UsageError, match="got --inference_model, --onnx_model$"):
+        predict(data + ["--onnx_model", onnx_dir, "--inference_model", exported] + out)
     with pytest.raises(UsageError, match="has no export.json"):
         predict(data + ["--inference_model", final] + out)
+    with pytest.raises(UsageError, match="--onnx_model .* has no export.json"):
+        predict(data + ["--onnx_model", final] + out)
+    with pytest.raises(FileNotFoundError, match="has no model.onnx"):
+        predict(data + ["--onnx_model", exported] + out)
     if task == "nlvr2":
         with pytest.raises(UsageError, match="exported VisualBertForVisualReasoning, this script needs a "
                                              "VisualBertForQuestionAnswering"):

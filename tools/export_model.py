@@ -9,6 +9,11 @@
 is what ``--inference_model DIR`` of the predict scripts and ``visualbert.inference.Predictor`` load.
 ``--check`` runs the exported predictor and the dygraph model on random inputs of two different shapes and
 fails if the logits differ by more than ``--tolerance`` (default 1e-5).
+
+``--format onnx`` writes ``model.onnx`` (paddle2onnx, opset 13, the same dynamic dimensions) and ``export.json``
+instead, for ``--onnx_model DIR`` of the predict scripts (onnxruntime; ``--check`` compares it with dygraph too):
+
+    python tools/export_model.py --model runs/vqa2/best --out export/vqa2_onnx --format onnx --check
 """
 
 import argparse
@@ -18,17 +23,18 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import visualbert  # noqa: E402  (runtime defaults before paddle)
-from visualbert.inference import EXPORTABLE, Predictor, export_model  # noqa: E402
+from visualbert.inference import EXPORT_FORMATS, EXPORTABLE, OnnxPredictor, Predictor, export_model, export_onnx  # noqa: E402
 
 
-def check(model, out_dir, tolerance=1e-5, use_mkldnn=False):
-    """Max |Δ| between the exported predictor and dygraph over two input shapes; raises above ``tolerance``."""
+def check(model, out_dir, tolerance=1e-5, use_mkldnn=False, export_format="paddle"):
+    """Max |Δ| between the exported predictor (paddle.inference, or onnxruntime for ``export_format="onnx"``) and
+    dygraph over two padded input shapes; raises above ``tolerance``."""
     import numpy as np
     import paddle
 
     from visualbert.inputs import make_inputs
 
-    predictor = Predictor(out_dir, use_mkldnn=use_mkldnn)
+    predictor = OnnxPredictor(out_dir) if export_format == "onnx" else Predictor(out_dir, use_mkldnn=use_mkldnn)
     worst = 0.0
     for batch, text_len, regions in ((2, 16, 10), (3, 24, 7)):
         inputs = make_inputs(model.config, type(model).__name__, batch_size=batch, text_len=text_len,
@@ -46,6 +52,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="Paddle model directory (config.json + model_state.pdparams)")
     parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--format", choices=EXPORT_FORMATS, default="paddle",
+                        help="paddle: model.json/.pdiparams for paddle.inference (--inference_model); onnx: model.onnx "
+                             "for onnxruntime (--onnx_model), via paddle2onnx")
     parser.add_argument("--check", action="store_true", help="compare exported and dygraph logits")
     parser.add_argument("--tolerance", type=float, default=1e-5)
     parser.add_argument("--overwrite", action="store_true", help="replace an export already in --out")
@@ -65,11 +74,14 @@ def main(argv=None):
         print(f"export_model.py: error: {args.model} holds a {type(model).__name__}; export supports "
               f"{', '.join(EXPORTABLE)}", file=sys.stderr)
         return 2
-    prefix = export_model(model, args.out)
-    print(f"wrote {prefix}.* and export.json ({type(model).__name__})")
+    if args.format == "onnx":
+        print(f"wrote {export_onnx(model, args.out)} and export.json ({type(model).__name__})")
+    else:
+        prefix = export_model(model, args.out)
+        print(f"wrote {prefix}.* and export.json ({type(model).__name__})")
     if args.check:
         try:
-            worst = check(model, args.out, args.tolerance)
+            worst = check(model, args.out, args.tolerance, export_format=args.format)
         except ValueError as err:
             print(f"export_model.py: error: {err}", file=sys.stderr)
             return 1

@@ -87,8 +87,8 @@ class AmpConfig:
 
 def add_accel_arguments(parser):
     """Adds ``--use_amp``, ``--amp_level``, ``--amp_dtype``, ``--scale_loss``, ``--fused_attention`` to an argparse
-    parser."""
-    group = parser.add_argument_group("accelerator (GPU) options")
+    parser (in a group of their own) or to an argument group."""
+    group = parser.add_argument_group("accelerator (GPU) options") if hasattr(parser, "parse_args") else parser
     group.add_argument("--use_amp", action="store_true",
                        help="automatic mixed precision (GPU only; a warning and float32 training on CPU)")
     group.add_argument("--amp_level", choices=AMP_LEVELS, default="O1",

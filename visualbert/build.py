@@ -186,15 +186,17 @@ class ExportedModel:
     Attributes: ``config`` (:class:`VisualBertConfig` from ``export.json``), ``architecture``.
     """
 
+    flag = "--inference_model"
+
     def __init__(self, model_dir: str, threads: int | None = None, use_mkldnn: bool = False):
         from .configuration import VisualBertConfig
-        from .inference import EXPORT_META, FEED_NAMES, Predictor
+        from .inference import EXPORT_META, FEED_NAMES
 
-        require_path(model_dir, "--inference_model", "dir")
+        require_path(model_dir, self.flag, "dir")
         if not os.path.isfile(os.path.join(model_dir, EXPORT_META)):
-            raise UsageError(f"--inference_model {model_dir!r} has no {EXPORT_META} (export a trained model with "
+            raise UsageError(f"{self.flag} {model_dir!r} has no {EXPORT_META} (export a trained model with "
                              "tools/export_model.py; a training run's best/ or final/ goes to --model_dir)")
-        self.predictor = Predictor(model_dir, threads=threads, use_mkldnn=use_mkldnn)
+        self.predictor = self.open_predictor(model_dir, threads, use_mkldnn)
         meta = self.predictor.meta
         self.architecture = meta.get("architecture")
         self.config = VisualBertConfig.from_dict(meta["config"])
@@ -212,26 +214,52 @@ class ExportedModel:
         feed = {k: v.numpy() if hasattr(v, "numpy") else np.asarray(v) for k, v in inputs.items() if k in self.feed_names}
         return {"logits": self.predictor.run(feed)["logits"]}
 
+    @staticmethod
+    def open_predictor(model_dir: str, threads: int | None, use_mkldnn: bool):
+        from .inference import Predictor
+
+        return Predictor(model_dir, threads=threads, use_mkldnn=use_mkldnn)
+
+
+class OnnxModel(ExportedModel):
+    """:class:`ExportedModel` over ``tools/export_model.py --format onnx`` output, run by ``onnxruntime``
+    (:class:`~visualbert.inference.OnnxPredictor`)."""
+
+    flag = "--onnx_model"
+
+    @staticmethod
+    def open_predictor(model_dir: str, threads: int | None, use_mkldnn: bool):
+        from .inference import OnnxPredictor
+
+        try:
+            return OnnxPredictor(model_dir, threads=threads)
+        except ImportError:
+            raise UsageError("--onnx_model needs onnxruntime (pip install onnxruntime, or the package's 'test' "
+                             "extra)") from None
+
+
+MODEL_SOURCES = ("--model_dir (a trained model directory), --inference_model (a model exported by "
+                 "tools/export_model.py) or --onnx_model (exported with --format onnx)")
+
 
 def load_prediction_model(args: argparse.Namespace, task: str | type):
-    """The model to predict ``task`` with: ``--model_dir`` (dygraph, :func:`load_trained_model`) or
-    ``--inference_model`` (an :class:`ExportedModel`); exactly one must be given."""
+    """The model to predict ``task`` with: ``--model_dir`` (dygraph, :func:`load_trained_model`),
+    ``--inference_model`` (an :class:`ExportedModel`) or ``--onnx_model`` (an :class:`OnnxModel`); exactly one must
+    be given."""
     model_class = get_task(task).model_class
-    model_dir, exported = getattr(args, "model_dir", None), getattr(args, "inference_model", None)
-    if model_dir and exported:
-        raise UsageError("give either --model_dir (a trained model directory) or --inference_model (a model exported by "
-                         "tools/export_model.py), not both")
-    if not model_dir and not exported:
-        raise UsageError("give --model_dir (a trained model directory) or --inference_model (a model exported by "
-                         "tools/export_model.py)")
-    if model_dir:
-        model = load_trained_model(model_dir, model_class)
+    given = {flag: getattr(args, flag[2:], None) for flag in ("--model_dir", "--inference_model", "--onnx_model")}
+    given = {flag: path for flag, path in given.items() if path}
+    if len(given) != 1:
+        raise UsageError(f"give exactly one of {MODEL_SOURCES}" + (f"; got {', '.join(given)}" if given else ""))
+    (flag, path), = given.items()
+    if flag == "--model_dir":
+        model = load_trained_model(path, model_class)
         check_lengths(args, model.config)
         return model
-    model = ExportedModel(exported)
+    model = (ExportedModel if flag == "--inference_model" else OnnxModel)(path)
     check_lengths(args, model.config)
     if model.architecture != model_class.__name__:
-        raise UsageError(f"--inference_model {exported!r} holds an exported {model.architecture}, this script needs a "
+        raise UsageError(f"{flag} {path!r} holds an exported {model.architecture}, this script needs a "
                          f"{model_class.__name__}")
     return model
 

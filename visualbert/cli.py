@@ -61,8 +61,34 @@ def str2bool(value: str | bool) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {value!r}")
 
 
+# The argument groups of every script's --help, in this order.
+GROUPS = ("model", "data", "training", "evaluation/prediction", "runtime")
+
+
+def new_parser(description: str, kind: str | None = None) -> argparse.ArgumentParser:
+    """An argument parser with the :data:`GROUPS` (empty ones are not shown in ``--help``); with ``kind``
+    (``"train"`` / ``"predict"``) the scripts' :class:`ScriptParser`."""
+    if kind is None:
+        parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    else:
+        parser = ScriptParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter, kind=kind)
+    for title in GROUPS:
+        parser.add_argument_group(title)
+    return parser
+
+
+def argument_group(parser: argparse.ArgumentParser, title: str) -> argparse._ArgumentGroup:
+    """The group ``title`` (one of :data:`GROUPS`) of ``parser``, created if the parser has none of that title."""
+    if title not in GROUPS:
+        raise ValueError(f"argument group {title!r} is not one of {GROUPS}")
+    for group in parser._action_groups:
+        if group.title == title:
+            return group
+    return parser.add_argument_group(title)
+
+
 def add_model_args(parser: argparse.ArgumentParser, include_scratch: bool = True) -> argparse._ArgumentGroup:
-    g = parser.add_argument_group("model")
+    g = argument_group(parser, "model")
     g.add_argument("--model_name_or_path", default=None,
                    help="a Paddle VisualBERT directory (config.json + model_state.pdparams), e.g. a converted "
                         "checkpoint (checkpoint/convert.py) or a previous run's best/ or final/")
@@ -100,11 +126,12 @@ class ScriptParser(argparse.ArgumentParser):
     def __init__(self, *args, kind: str, **kwargs):
         super().__init__(*args, **kwargs)
         self.kind = kind
+        self.task = None  # the task whose data arguments were added (Task.add_data_args sets it)
 
     def parse_known_args(self, args=None, namespace=None):
         from .contest_compat import contest_script, translate_contest_argv
 
-        script = contest_script(self.kind, [group.title for group in self._action_groups])
+        script = contest_script(self.kind, self.task)
         if script is not None:
             args = translate_contest_argv(sys.argv[1:] if args is None else list(args), script)
         return super().parse_known_args(args, namespace)
@@ -112,12 +139,11 @@ class ScriptParser(argparse.ArgumentParser):
 
 def training_parser(description: str, **defaults) -> argparse.ArgumentParser:
     """The common training arguments; ``defaults`` override the paper's recipe values."""
-    parser = ScriptParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter, kind="train")
+    parser = new_parser(description, kind="train")
     add_model_args(parser)
-    g = parser.add_argument_group("optimisation")
+    g = argument_group(parser, "training")
     g.add_argument("--learning_rate", type=float, default=PAPER_DEFAULTS["learning_rate"])
     g.add_argument("--batch_size", type=int, default=PAPER_DEFAULTS["batch_size"], help="per process")
-    g.add_argument("--eval_batch_size", type=int, default=None, help="default: 2 × batch_size")
     g.add_argument("--gradient_accumulation_steps", type=int, default=1)
     g.add_argument("--num_train_epochs", type=int, default=PAPER_DEFAULTS["num_train_epochs"])
     g.add_argument("--max_steps", type=int, default=-1, help="if > 0: total optimizer steps (overrides epochs)")
@@ -138,8 +164,8 @@ def training_parser(description: str, **defaults) -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=42)
     # --use_amp, --amp_level, --amp_dtype, --scale_loss, --fused_attention (GPU options; AMP is a warning and a
     # no-op on CPU)
-    accel.add_accel_arguments(parser)
-    g = parser.add_argument_group("run")
+    accel.add_accel_arguments(argument_group(parser, "runtime"))
+    g = argument_group(parser, "runtime")
     g.add_argument("--output_dir", required=True)
     g.add_argument("--overwrite_output_dir", action="store_true", help="clear an output directory holding another run")
     g.add_argument("--resume_from", default=None,
@@ -148,13 +174,18 @@ def training_parser(description: str, **defaults) -> argparse.ArgumentParser:
     g.add_argument("--logging_steps", type=int, default=50)
     g.add_argument("--save_steps", type=int, default=1000, help="checkpoint every N optimizer steps (and at the end)")
     g.add_argument("--save_total_limit", type=int, default=0, help="keep only the newest N step_<N> checkpoints")
+    g.add_argument("--num_workers", type=int, default=0, help=NUM_WORKERS_HELP)
+    g.add_argument("--disable_tqdm", action="store_true")
+    g.add_argument("--visualdl", type=str2bool, nargs="?", const=True, default=True,
+                   help="write the logged scalars for VisualDL under <output_dir>/visualdl (--visualdl false: off)")
+    g = argument_group(parser, "evaluation/prediction")
+    g.add_argument("--eval_batch_size", type=int, default=None, help="default: 2 × batch_size")
     g.add_argument("--eval_steps", type=int, default=0, help="evaluate every N steps; 0 = after each epoch")
     g.add_argument("--no_eval", action="store_true", help="no evaluation during training")
     g.add_argument("--metric_for_best", default=None, help="evaluation metric that picks best/ (task default)")
     g.add_argument("--greater_is_better", type=str2bool, default=None, help="task default")
-    g.add_argument("--num_workers", type=int, default=0, help=NUM_WORKERS_HELP)
+    g = argument_group(parser, "data")
     g.add_argument("--check_features", action="store_true", help=CHECK_FEATURES_HELP)
-    g.add_argument("--disable_tqdm", action="store_true")
     g.add_argument("--max_seq_length", type=int, default=PAPER_DEFAULTS["max_seq_length"])
     g.add_argument("--text_only", action="store_true",
                    help="mask every region out (visual_attention_mask = 0): a text-only baseline")
@@ -166,23 +197,32 @@ def training_parser(description: str, **defaults) -> argparse.ArgumentParser:
 
 
 def prediction_parser(description: str) -> argparse.ArgumentParser:
-    """Arguments of the predict scripts; the model is ``--model_dir`` or ``--inference_model`` (exactly one, checked
-    by :func:`visualbert.build.load_prediction_model`)."""
-    parser = ScriptParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter, kind="predict")
-    parser.add_argument("--model_dir", default=None,
-                        help="a trained model directory (a run's best/ or final/, or step_<N>/); or --inference_model")
-    parser.add_argument("--inference_model", default=None,
-                        help="instead of --model_dir: a model exported by tools/export_model.py (a paddle.inference "
-                             "predictor on CPU; VQA2 and NLVR2 heads)")
-    parser.add_argument("--output_dir", required=True, help="where predictions and metrics.json are written")
-    parser.add_argument("--batch_size", type=positive_int, default=64)
-    parser.add_argument("--vocab_file", default=None)
-    parser.add_argument("--max_seq_length", type=int, default=PAPER_DEFAULTS["max_seq_length"])
-    parser.add_argument("--num_workers", type=int, default=0, help=NUM_WORKERS_HELP)
-    parser.add_argument("--check_features", action="store_true", help=CHECK_FEATURES_HELP)
-    parser.add_argument("--text_only", action="store_true", help="mask every region out (as the model was trained)")
-    parser.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
-    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
+    """Arguments of the predict scripts; the model is ``--model_dir``, ``--inference_model`` or ``--onnx_model``
+    (exactly one, checked by :func:`visualbert.build.load_prediction_model`)."""
+    parser = new_parser(description, kind="predict")
+    g = argument_group(parser, "model")
+    g.add_argument("--model_dir", default=None,
+                   help="a trained model directory (a run's best/ or final/, or step_<N>/); or --inference_model / "
+                        "--onnx_model")
+    g.add_argument("--inference_model", default=None,
+                   help="instead of --model_dir: a model exported by tools/export_model.py (a paddle.inference "
+                        "predictor on CPU; VQA2 and NLVR2 heads)")
+    g.add_argument("--onnx_model", default=None,
+                   help="instead of --model_dir: a directory written by tools/export_model.py --format onnx (run "
+                        "with onnxruntime; VQA2 and NLVR2 heads)")
+    g.add_argument("--vocab_file", default=None)
+    g = argument_group(parser, "data")
+    g.add_argument("--max_seq_length", type=int, default=PAPER_DEFAULTS["max_seq_length"])
+    g.add_argument("--check_features", action="store_true", help=CHECK_FEATURES_HELP)
+    g.add_argument("--text_only", action="store_true", help="mask every region out (as the model was trained)")
+    g = argument_group(parser, "evaluation/prediction")
+    g.add_argument("--batch_size", type=positive_int, default=64)
+    g.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+    g = argument_group(parser, "runtime")
+    g.add_argument("--output_dir", default=None,
+                   help="where predictions and metrics.json are written (required unless one example is predicted)")
+    g.add_argument("--num_workers", type=int, default=0, help=NUM_WORKERS_HELP)
+    g.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     return parser
 
 

@@ -60,6 +60,7 @@ class TrainConfig:
     disable_tqdm: bool = False
     text_only: bool = False
     max_nonfinite_steps: int = 0
+    visualdl: bool = False
     train_split: str | None = None
     eval_split: str | None = None
     arguments: Mapping[str, Any] = dataclasses.field(default_factory=dict)

@@ -23,9 +23,8 @@ from .cli import UsageError
 
 SCRIPTS = ("vqa2", "nlvr2", "pretrain", "vqa2_predict", "nlvr2_predict")
 # (parser kind, title of the task's data argument group in visualbert/tasks.py) -> the contest port's script.
-CONTEST_SCRIPTS = {("train", "VQA2 data"): "vqa2", ("train", "NLVR2 data"): "nlvr2",
-                   ("train", "pretraining data"): "pretrain", ("predict", "VQA2 data"): "vqa2_predict",
-                   ("predict", "NLVR2 data"): "nlvr2_predict"}
+CONTEST_SCRIPTS = {("train", "vqa2"): "vqa2", ("train", "nlvr2"): "nlvr2", ("train", "pretrain"): "pretrain",
+                   ("predict", "vqa2"): "vqa2_predict", ("predict", "nlvr2"): "nlvr2_predict"}
 TRUE_WORDS = ("1", "true", "t", "yes", "y", "on")
 FALSE_WORDS = ("0", "false", "f", "no", "n", "off")
 
@@ -35,21 +34,17 @@ class ContestArgsError(UsageError):
     exit status 2, as every :class:`~visualbert.cli.UsageError`)."""
 
 
-def contest_script(kind, group_titles):
+def contest_script(kind, task):
     """The contest port's script a parser stands for, or None (VCR, Flickr30K and tools had no contest counterpart).
 
     Args:
         kind (str): ``"train"`` or ``"predict"`` (:class:`visualbert.cli.ScriptParser`).
-        group_titles (iterable[str]): the titles of the parser's argument groups (the task adds its data group).
+        task (str or None): the name of the task whose data arguments the parser has (``Task.name``).
 
     Returns:
         str or None: one of :data:`SCRIPTS`.
     """
-    for title in group_titles:
-        script = CONTEST_SCRIPTS.get((kind, title))
-        if script is not None:
-            return script
-    return None
+    return CONTEST_SCRIPTS.get((kind, task))
 
 
 @dataclass(frozen=True)

@@ -666,6 +666,11 @@ def fit(config: TrainConfig, model: paddle.nn.Layer, train_dataset, eval_dataset
     Returns:
         dict: the final trainer state.
     """
+    callbacks = list(callbacks)
+    if config.visualdl:  # scalars under <output_dir>/visualdl; on_log runs on rank 0 only
+        from .visualdl_log import VisualDLCallback
+
+        callbacks.append(VisualDLCallback())
     evaluate_fn = None
     if eval_dataset is not None:
         def evaluate_fn(m):
@@ -679,6 +684,15 @@ def fit(config: TrainConfig, model: paddle.nn.Layer, train_dataset, eval_dataset
                  "model_class": type(model).__name__, "config": model.config.to_dict()}
         extra.update(metadata or {})
         trainer.args_json = args_json_content(config.output_dir, args_record(config.arguments, extra))
+    from .console import startup_line
+
+    amp = f"{trainer.amp.level} {trainer.amp.dtype}" if trainer.amp.enabled else "off"
+    logger.info(startup_line(config.output_dir, amp, trainer.world_size))
     logger.info("training %s on %d examples for %d steps (%d per epoch) -> %s", type(model).__name__,
                 len(train_dataset), trainer.total_steps, trainer.updates_per_epoch, os.path.abspath(config.output_dir))
-    return trainer.train()
+    try:
+        return trainer.train()
+    finally:  # also on an error or Ctrl-C: event files are flushed and closed
+        for callback in callbacks:
+            if hasattr(callback, "close"):
+                callback.close()

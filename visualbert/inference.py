@@ -100,6 +100,86 @@ def export_model(model, out_dir, architecture=None):
     return prefix
 
 
+ONNX_FILE = "model.onnx"
+ONNX_OPSET = 13
+EXPORT_FORMATS = ("paddle", "onnx")
+
+
+def export_onnx(model, out_dir, opset_version=ONNX_OPSET):
+    """Writes ``out_dir/model.onnx`` (paddle2onnx of the :func:`export_model` program: the same dynamic batch, text
+    and region dimensions) + ``export.json`` (``"format": "onnx"``).
+
+    The model is traced on its portable kernels (``F.linear``; paddle2onnx 2.1 has no mapping for the ``addmm`` of
+    the CPU fast path) and put back on its own afterwards. paddle2onnx's optimisers are off: its default
+    ``optimize_tool="polygraphy"`` tries to ``pip install onnx_graphsurgeon`` at export time (and upgraded numpy
+    when it did here); nothing may install at run time.
+
+    Returns:
+        str: the path of ``model.onnx``.
+    """
+    import tempfile
+
+    import paddle2onnx
+
+    from .fileio import atomic_path
+
+    architecture = type(model).__name__
+    if architecture not in EXPORTABLE:
+        raise ValueError(f"export supports {', '.join(EXPORTABLE)}, not {architecture}")
+    previous = bool(getattr(model, "cpu_kernels", False))
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, ONNX_FILE)
+    with tempfile.TemporaryDirectory() as tmp:
+        model.set_cpu_kernels(False)
+        try:
+            export_model(model, tmp)
+        finally:
+            model.set_cpu_kernels(previous)
+        model_file, params_file = _model_files(tmp)
+        with atomic_path(path) as tmp_path:
+            paddle2onnx.export(model_file, params_file, save_file=tmp_path, opset_version=opset_version,
+                               enable_onnx_checker=True, enable_optimize=False, optimize_tool="none")
+    meta = {"architecture": architecture, "format": "onnx", "opset_version": opset_version,
+            "feed_names": list(FEED_NAMES), "fetch_names": ["logits"], "config": model.config.to_dict()}
+    from .fileio import write_json
+
+    write_json(os.path.join(out_dir, EXPORT_META), meta)
+    return path
+
+
+class OnnxPredictor:
+    """An ``onnxruntime`` session over a directory of :func:`export_onnx` (CPU), with :class:`Predictor`'s call:
+    ``run(dict of numpy arrays) -> {"logits": numpy}``.
+
+    Args:
+        model_dir (str): holds ``model.onnx`` and ``export.json``.
+        threads (int, optional): intra-op threads (default ``OMP_NUM_THREADS``, set by :mod:`visualbert.runtime`).
+    """
+
+    def __init__(self, model_dir, threads=None):
+        import onnxruntime as ort
+
+        with open(os.path.join(model_dir, EXPORT_META)) as f:
+            self.meta = json.load(f)
+        path = os.path.join(model_dir, ONNX_FILE)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{model_dir!r} has no {ONNX_FILE} (write it with tools/export_model.py "
+                                    "--format onnx)")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(threads or os.environ.get("OMP_NUM_THREADS") or runtime.default_threads())
+        options.log_severity_level = 3  # errors only
+        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def run(self, inputs):
+        """Args: dict of numpy arrays named like the model arguments (all six). Returns ``{"logits": np}``."""
+        feed = {name: np.ascontiguousarray(inputs[name], dtype=np.float32 if name == "visual_embeds" else np.int64)
+                for name in self.input_names}
+        return {"logits": self.session.run(None, feed)[0]}
+
+    __call__ = run
+
+
 def _model_files(model_dir):
     prefix = os.path.join(model_dir, MODEL_PREFIX)
     for ext in (".json", ".pdmodel"):
@@ -201,5 +281,5 @@ class Predictor:
     __call__ = run
 
 
-__all__ = ["export_model", "to_static_model", "Predictor", "FEED_NAMES", "EXPORTABLE", "resolve_device",
+__all__ = ["export_model", "export_onnx", "to_static_model", "Predictor", "OnnxPredictor", "FEED_NAMES", "EXPORTABLE", "resolve_device",
            "configure_device"]

@@ -17,7 +17,7 @@ from argparse import ArgumentParser, Namespace
 
 import numpy as np
 
-from .cli import UsageError, check_prediction_outputs, require_path
+from .cli import UsageError, argument_group, check_prediction_outputs, require_path
 from .constants import IGNORE_INDEX
 from .engine import predict
 from .fileio import write_json
@@ -26,6 +26,33 @@ from .modeling import (VisualBertForMultipleChoice, VisualBertForPreTraining, Vi
                        VisualBertForRegionToPhraseAlignment, VisualBertForVisualReasoning)
 from .safety import probability
 from .vcr_model import VisualBertForVCR, VisualBertForVCRPreTraining
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """float64 probabilities over the last axis of ``logits`` (the heads' losses are cross-entropies / KL to the
+    log-softmax, so this is the model's distribution)."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = np.exp(z - z.max(-1, keepdims=True))
+    return z / z.sum(-1, keepdims=True)
+
+
+def check_one_example(args: Namespace, one: tuple[str, ...], batch: tuple[str, ...]) -> bool:
+    """For the predict scripts: True when the flags ``one`` (one example from the command line, all needed) are
+    given, False for a split (the flags ``batch`` needed, and ``--output_dir``); raises :class:`UsageError` on a
+    mix or a missing flag."""
+    given = [flag for flag in one if getattr(args, flag[2:], None) is not None]
+    if given:
+        if len(given) != len(one):
+            raise UsageError(f"one example needs {' and '.join(one)} (got only {', '.join(given)})")
+        mixed = [flag for flag in batch if getattr(args, flag[2:], None)]
+        if mixed:
+            raise UsageError(f"give {' and '.join(one)} (one example) or {' and '.join(batch)} (a split), not both "
+                             f"(got {', '.join(mixed)})")
+        return True
+    missing = [flag for flag in batch + ("--output_dir",) if not getattr(args, flag[2:], None)]
+    if missing:
+        raise UsageError(f"{', '.join(missing)} required (or {' and '.join(one)} for one example)")
+    return False
 
 
 def checked(args: Namespace, dataset):
@@ -72,22 +99,36 @@ class VQA2(Task):
 
     @staticmethod
     def add_data_args(parser: ArgumentParser, train: bool = True) -> None:
-        g = parser.add_argument_group("VQA2 data")
-        g.add_argument("--imdb_dir", required=True, help="directory with the Pythia imdb_*.npy files")
-        g.add_argument("--features", required=True, help="detectron_fix_100 root (or its fc6/vqa, or a packed store)")
+        parser.task = VQA2.name  # which script this is, for the contest-port flags (cli.ScriptParser)
+        g = argument_group(parser, "data")
+        g.add_argument("--imdb_dir", required=train, help="directory with the Pythia imdb_*.npy files")
+        g.add_argument("--features", required=train, help="detectron_fix_100 root (or its fc6/vqa, or a packed store)")
         g.add_argument("--answers_file", default=None, help="answers_vqa.txt (default: the packaged 3129 answers)")
         if train:
             g.add_argument("--train_split", default="trainval", help="imdb split(s) to train on, comma-separated")
             g.add_argument("--eval_split", default="minival", help="split evaluated during training ('' = none)")
         else:
             g.add_argument("--split", default="test2015", help="split to predict (test2015 writes the EvalAI result.json)")
+            g.add_argument("--question", default=None,
+                           help="one question (with --features_file) instead of a split: prints the top answers")
+            g.add_argument("--features_file", default=None, help="with --question: the image's region features, "
+                                                                 ".npy float [regions, width]")
+            p = argument_group(parser, "evaluation/prediction")
+            p.add_argument("--top_k", type=int, default=5, help="with --question: answers printed")
+            p.add_argument("--json", action="store_true", help="with --question: print JSON")
 
     @staticmethod
     def check_data_args(args: Namespace) -> None:
-        require_path(args.imdb_dir, "--imdb_dir", "dir")
-        require_path(args.features, "--features", "dir")
         if args.answers_file:
             require_path(args.answers_file, "--answers_file", "file")
+        if hasattr(args, "question") and check_one_example(args, ("--question", "--features_file"),
+                                                           ("--imdb_dir", "--features")):
+            require_path(args.features_file, "--features_file", "file")
+            if args.top_k < 1:
+                raise UsageError(f"--top_k must be at least 1, got {args.top_k}")
+            return
+        require_path(args.imdb_dir, "--imdb_dir", "dir")
+        require_path(args.features, "--features", "dir")
 
     @staticmethod
     def dataset(args: Namespace, tokenizer, split: str, task: str = "vqa"):
@@ -106,6 +147,29 @@ class VQA2(Task):
         if task == "vqa" and split == getattr(args, "train_split", None):
             dataset.check_answer_coverage()  # logged; too few in-vocabulary answers = all-zero targets: an error
         return dataset
+
+    @staticmethod
+    def one_example(args: Namespace, tokenizer):
+        """The dataset of ``--question`` about ``--features_file`` (:meth:`VQA2Dataset.from_question`)."""
+        from .data import VQA2Dataset
+
+        dataset = VQA2Dataset.from_question(args.question, args.features_file, tokenizer,
+                                            answers_file=args.answers_file, max_seq_length=args.max_seq_length)
+        dataset[0]  # bad features raise here: raised inside paddle's DataLoader, an error hangs its iterator
+        return dataset
+
+    @staticmethod
+    def top_answers(model, dataset, top_k: int = 5, collate_fn=None, text_only: bool = False) -> list[dict]:
+        """The ``top_k`` answers to the first question of ``dataset`` with their probabilities (softmax over the
+        whole vocabulary; the first is the batch path's answer), through the one prediction loop.
+
+        Returns:
+            list[dict]: ``{"answer": str, "probability": float}``, most probable first.
+        """
+        arrays, _, _ = predict(model, dataset, 1, collate_fn, text_only)
+        probs = softmax(arrays["logits"][0])
+        order = np.argsort(-probs, kind="stable")[:top_k]
+        return [{"answer": dataset.vocab[int(i)], "probability": float(probs[i])} for i in order]
 
     @staticmethod
     def answer_types(dataset) -> list[str]:
@@ -182,18 +246,31 @@ class NLVR2(Task):
 
     @staticmethod
     def add_data_args(parser: ArgumentParser, train: bool = True) -> None:
-        g = parser.add_argument_group("NLVR2 data")
-        g.add_argument("--data_dir", required=True, help="directory with train.json, dev.json, test1.json")
-        g.add_argument("--features", required=True, help="detectron_fix_144 root (or a packed store)")
+        parser.task = NLVR2.name  # which script this is, for the contest-port flags (cli.ScriptParser)
+        g = argument_group(parser, "data")
+        g.add_argument("--data_dir", required=train, help="directory with train.json, dev.json, test1.json")
+        g.add_argument("--features", required=train, help="detectron_fix_144 root (or a packed store)")
         g.add_argument("--max_regions", type=int, default=144, help="regions kept per image")
         if train:
             g.add_argument("--train_split", default="train")
             g.add_argument("--eval_split", default="dev", help="'' = no evaluation")
         else:
             g.add_argument("--split", default="dev", help="dev, test1 (or any <name> with <name>.json)")
+            g.add_argument("--sentence", default=None, help="one statement (with --left_features and "
+                                                            "--right_features) instead of a split: prints True/False")
+            g.add_argument("--left_features", default=None, help="with --sentence: the left image's region "
+                                                                 "features, .npy float [regions, width]")
+            g.add_argument("--right_features", default=None, help="with --sentence: the right image's")
+            argument_group(parser, "evaluation/prediction").add_argument(
+                "--json", action="store_true", help="with --sentence: print JSON")
 
     @staticmethod
     def check_data_args(args: Namespace) -> None:
+        if hasattr(args, "sentence") and check_one_example(args, ("--sentence", "--left_features", "--right_features"),
+                                                           ("--data_dir", "--features")):
+            require_path(args.left_features, "--left_features", "file")
+            require_path(args.right_features, "--right_features", "file")
+            return
         require_path(args.data_dir, "--data_dir", "dir")
         require_path(args.features, "--features", "dir")
 
@@ -211,6 +288,30 @@ class NLVR2(Task):
         return checked(args, NLVR2Dataset(cls.annotation_file(args, split), args.features, tokenizer,
                                           max_seq_length=args.max_seq_length, task=task, max_regions=args.max_regions,
                                           seed=getattr(args, "seed", 0), feature_dim=None))
+
+    @staticmethod
+    def one_example(args: Namespace, tokenizer):
+        """The dataset of ``--sentence`` about ``--left_features`` / ``--right_features``
+        (:meth:`NLVR2Dataset.from_sentence`)."""
+        from .data import NLVR2Dataset
+
+        dataset = NLVR2Dataset.from_sentence(args.sentence, args.left_features, args.right_features, tokenizer,
+                                             max_seq_length=args.max_seq_length, max_regions=args.max_regions)
+        dataset[0]  # bad features raise here: raised inside paddle's DataLoader, an error hangs its iterator
+        return dataset
+
+    @staticmethod
+    def judge(model, dataset, collate_fn=None, text_only: bool = False) -> dict:
+        """True/False for the first statement of ``dataset`` (the batch path's prediction) and its probability
+        (softmax of the two logits), through the one prediction loop.
+
+        Returns:
+            dict: ``{"label": bool, "probability": float}``.
+        """
+        arrays, _, _ = predict(model, dataset, 1, collate_fn, text_only)
+        probs = softmax(arrays["logits"][0])
+        label = bool(probs.argmax() == 1)
+        return {"label": label, "probability": float(probs[int(label)])}
 
     @staticmethod
     def scores(dataset, logits: np.ndarray):
@@ -255,7 +356,7 @@ class VCR(Task):
 
     @staticmethod
     def add_data_args(parser: ArgumentParser, train: bool = True) -> None:
-        g = parser.add_argument_group("VCR data")
+        g = argument_group(parser, "data")
         g.add_argument("--data_dir", "--annotations", dest="data_dir", required=True,
                        help="directory with train.jsonl, val.jsonl (test.jsonl)")
         g.add_argument("--features", default=None,
@@ -483,7 +584,7 @@ class Flickr30K(Task):
     def add_data_args(parser: ArgumentParser, train: bool = True) -> None:
         from .cli import str2bool
 
-        g = parser.add_argument_group("Flickr30K Entities data")
+        g = argument_group(parser, "data")
         g.add_argument("--data_dir", required=True,
                        help="Flickr30K Entities directory: Sentences/, Annotations/, train.txt, val.txt, test.txt (or "
                             "BAN's data root holding Flickr30kEntities/)")
@@ -569,7 +670,8 @@ class Pretrain(Task):
 
     @staticmethod
     def add_data_args(parser: ArgumentParser) -> None:
-        g = parser.add_argument_group("pretraining data")
+        parser.task = Pretrain.name  # which script this is, for the contest-port flags (cli.ScriptParser)
+        g = argument_group(parser, "data")
         g.add_argument("--dataset", choices=("coco_captions", "vqa2", "nlvr2", "flickr30k"), required=True,
                        help="coco_captions: MLM + sentence-image; vqa2: MLM on the questions; nlvr2: MLM + the label "
                             "through the sentence-image head; flickr30k: MLM on the Flickr30K Entities captions")

@@ -307,6 +307,37 @@ class NpyFeatureStore(FeatureStore):
         return sorted(out)
 
 
+class FileFeatureStore(FeatureStore):
+    """The region features of a few images given as ``.npy`` files, one per key (e.g. the one example of a predict
+    script's ``--features_file``); read and checked as :class:`NpyFeatureStore` reads and checks its files.
+
+    Args:
+        files (dict[str, str]): key → ``.npy`` file ([R, D] float32 or float16).
+        dim (int, optional): expected width D; max_regions (int, optional): region cap.
+    """
+
+    def __init__(self, files, dim=None, max_regions=None):
+        self.files = dict(files)
+        self.root = ", ".join(self.files.values())
+        self.dim = dim
+        self.max_regions = max_regions
+
+    def describe(self, key):
+        return self.files.get(key, f"{key!r}")
+
+    def __contains__(self, key):
+        return key in self.files and os.path.isfile(self.files[key])
+
+    def __getitem__(self, key):
+        path = self.files.get(key)
+        if path is None or not os.path.isfile(path):
+            raise MissingFeaturesError(f"no region features for image {key!r}: {path} does not exist", [key])
+        return self._validate(_read_npy(path), path)
+
+    def keys(self):
+        return list(self.files)
+
+
 class PackedFeatureStore(FeatureStore):
     """All regions of all images in one memory-mapped array (written by ``tools/pack_features.py``).
 

@@ -4,7 +4,7 @@ import numpy as np
 
 from ..constants import SENTENCE_IMAGE_MATCH, SENTENCE_IMAGE_RANDOM
 from .errors import DataFormatError, text_problem, with_example_context
-from .features import open_feature_store
+from .features import FileFeatureStore, open_feature_store
 from .masking import check_mask_probabilities
 from ..fileio import read_jsonl
 from .text import DEFAULT_MAX_SEQ_LENGTH, TextEncoder, example_rng
@@ -75,15 +75,17 @@ class NLVR2Dataset:
         mask_prob (float), seed (int): MLM.
         feature_dim (int): expected width (1024).
         check_features (bool): check every image at construction.
+        rows (list[dict], optional): annotation rows given in memory (:meth:`from_sentence`) instead of read from
+            ``annotation_file``, which then only names their source in messages.
     """
 
     def __init__(self, annotation_file, features, tokenizer, max_seq_length=DEFAULT_MAX_SEQ_LENGTH, task="nlvr2",
                  max_regions=NLVR2_MAX_REGIONS, mask_prob=0.15, seed=0, feature_dim=NLVR2_FEATURE_DIM,
-                 check_features=False):
+                 check_features=False, rows=None):
         if task not in ("nlvr2", "pretrain"):
             raise ValueError(f"task must be 'nlvr2' or 'pretrain', got {task!r}")
         self.source = annotation_file
-        self.rows = read_nlvr2_jsonl(annotation_file)
+        self.rows = list(rows) if rows is not None else read_nlvr2_jsonl(annotation_file)
         self.has_labels = all("label" in r for r in self.rows)
         if task == "pretrain" and not self.has_labels:
             raise DataFormatError(f"{annotation_file}: task pretraining needs labels, some lines have none")
@@ -96,6 +98,27 @@ class NLVR2Dataset:
         self.epoch = 0
         if check_features:
             self.check_features()
+
+    @classmethod
+    def from_sentence(cls, sentence, left_features, right_features, tokenizer, max_seq_length=DEFAULT_MAX_SEQ_LENGTH,
+                      max_regions=NLVR2_MAX_REGIONS, feature_dim=None):
+        """A dataset of one sentence about a pair of images whose region features are ``left_features`` and
+        ``right_features`` (``.npy`` float [R, D] each; no annotation file).
+
+        The sentence is checked as :func:`read_nlvr2_jsonl` checks a line's and the example is made by
+        :meth:`__getitem__` (the same text and region encoding, visual token types 0 / 1, and the same errors).
+
+        Raises:
+            DataFormatError: an empty or null sentence (or, when the example is read, a bad feature array).
+        """
+        problem = text_problem(sentence)
+        if problem:
+            raise DataFormatError(f"--sentence {sentence!r}: the sentence {problem}")
+        row = {"identifier": "example-0-0-0", "sentence": sentence, "_line": 1}
+        left, right = image_keys(row["identifier"])
+        store = FileFeatureStore({left: left_features, right: right_features}, dim=feature_dim, max_regions=max_regions)
+        return cls("--sentence", store, tokenizer, max_seq_length=max_seq_length, max_regions=max_regions,
+                   feature_dim=feature_dim, rows=[row])
 
     def check_features(self):
         """Raises :class:`MissingFeaturesError` listing every image of the split without features."""

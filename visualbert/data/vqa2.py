@@ -6,7 +6,7 @@ import numpy as np
 
 from .answers import MIN_ANSWER_COVERAGE, check_answer_coverage, load_answer_vocab
 from .errors import DataFormatError, text_problem, with_example_context
-from .features import open_feature_store
+from .features import FileFeatureStore, open_feature_store
 from .masking import check_mask_probabilities
 from .text import DEFAULT_MAX_SEQ_LENGTH, TextEncoder, example_rng
 
@@ -88,13 +88,18 @@ def load_imdb(path):
                 raise DataFormatError(f"{path}: element {i + 1} lacks {key!r} (keys: {sorted(e)})")
         if "question_str" not in e and "question_tokens" not in e:
             raise DataFormatError(f"{path}: element {i + 1} has neither 'question_str' nor 'question_tokens'")
-        tokens = e.get("question_tokens")
-        raw = " ".join(str(t) for t in tokens) if tokens is not None and len(tokens) else e.get("question_str")
-        problem = text_problem(raw) or (None if question_text(e) else "is empty")
+        problem = question_problem(e)
         if problem:
             raise DataFormatError(f"{path}: element {i + 1} (question_id {e.get('question_id')}): the question "
                                   f"{problem}")
     return header, entries
+
+
+def question_problem(entry):
+    """Why the question of an imdb entry is not usable (``"is empty"``, ``"is null"``, ...), or None."""
+    tokens = entry.get("question_tokens")
+    raw = " ".join(str(t) for t in tokens) if tokens is not None and len(tokens) else entry.get("question_str")
+    return text_problem(raw) or (None if question_text(entry) else "is empty")
 
 
 def question_text(entry):
@@ -162,11 +167,13 @@ class VQA2Dataset:
         feature_dim (int): expected width (2048).
         check_features (bool): check at construction that every image has a feature file
             (cheap for packed stores; one ``stat`` per image otherwise).
+        entries (list[dict], optional): imdb entries given in memory (:meth:`from_question`) instead of read from
+            ``imdb``, which then only names their source in messages.
     """
 
     def __init__(self, imdb, features, tokenizer, answers_file=None, max_seq_length=DEFAULT_MAX_SEQ_LENGTH,
                  task="vqa", mask_prob=0.15, seed=0, feature_dim=VQA_FEATURE_DIM, check_features=False,
-                 answer_text="characters"):
+                 answer_text="characters", entries=None):
         if task not in ("vqa", "mlm"):
             raise ValueError(f"task must be 'vqa' or 'mlm', got {task!r}")
         if answer_text not in ANSWER_TEXTS:
@@ -175,6 +182,9 @@ class VQA2Dataset:
         paths = [imdb] if isinstance(imdb, str) else list(imdb)
         self.entries, self.sources = [], []
         self.has_answers = True
+        if entries is not None:
+            self.entries, self.sources, paths = list(entries), [str(imdb)] * len(entries), []
+            self.has_answers = all(answer_list(e) is not None for e in self.entries)
         for path in paths:
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"VQA imdb file {path} does not exist")
@@ -194,6 +204,30 @@ class VQA2Dataset:
         self._suffix = self.text.wordpieces("?")
         if check_features:
             self.check_features()
+
+    @classmethod
+    def from_question(cls, question, features_file, tokenizer, answers_file=None,
+                      max_seq_length=DEFAULT_MAX_SEQ_LENGTH, feature_dim=None):
+        """A dataset of one question about the image whose region features are ``features_file`` (no imdb file).
+
+        The question is checked as :func:`load_imdb` checks an entry's and the example is made by
+        :meth:`__getitem__`, as every example of a split: the same text and region encoding and the same errors.
+
+        Args:
+            question (str): e.g. ``"what color is the bus?"``.
+            features_file (str): ``.npy`` float [R, D].
+
+        Raises:
+            DataFormatError: an empty or null question (or, when the example is read, a bad feature array).
+        """
+        key = os.path.splitext(os.path.basename(features_file))[0] or "image"
+        entry = {"question_id": 0, "image_name": key, "question_str": question}
+        problem = question_problem(entry)
+        if problem:
+            raise DataFormatError(f"--question {question!r}: the question {problem}")
+        store = FileFeatureStore({key: features_file}, dim=feature_dim)
+        return cls("--question", store, tokenizer, answers_file=answers_file, max_seq_length=max_seq_length,
+                   feature_dim=feature_dim, entries=[entry])
 
     def check_features(self):
         """Raises :class:`MissingFeaturesError` listing every image of the split without features."""
