@@ -40,7 +40,7 @@ CHECKPOINT_PREFIX = "step_"
 CHECKPOINT_FILES = ("config.json", "model_state.pdparams", "optimizer.pdopt", "scheduler.json", "rng.pkl", TRAINER_STATE)
 JSON_CHECKPOINT_FILES = ("config.json", "scheduler.json", TRAINER_STATE)
 # what a training run writes at the top of its output directory (engine, cli) and what prediction writes
-RUN_ENTRY_RE = re.compile(r"^(args\.json|metrics\.jsonl|best|final|step_\d+|\.tmp-.+|\.old-.+|\..+\.tmp)$")
+RUN_ENTRY_RE = re.compile(r"^(args\.json|metrics\.jsonl|visualdl|best|final|step_\d+|\.tmp-.+|\.old-.+|\..+\.tmp)$")
 PREDICTION_FILES = ("result.json", "predictions.csv", "metrics.json", "predictions.jsonl")
 TMP_DIR_RE = re.compile(r"^\.tmp-(?P<name>.+)-(?P<pid>\d+)$")
 OLD_DIR_RE = re.compile(r"^\.old-(?P<name>.+)-[A-Za-z0-9_]+$")
