@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: venv test clean demo
+.PHONY: venv test lint clean demo
 
 $(VENV)/.installed: requirements.txt requirements-base.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,11 @@ $(VENV)/.installed: requirements.txt requirements-base.txt requirements-dev.txt 
 venv: $(VENV)/.installed
 
 test: venv
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q tests
+
+lint: venv
+	$(VENV)/bin/ruff check .
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -24,7 +24,6 @@ with its probability (``--json``: as JSON); nothing is written:
 import json
 import os
 
-
 from visualbert.build import build_collator, build_dataset, check_model_fits, load_prediction_model
 from visualbert.cli import main_wrapper, prediction_parser
 from visualbert.tasks import NLVR2

@@ -29,8 +29,8 @@ from visualbert.fileio import write_json, write_jsonl
 from visualbert.metrics import vcr_metrics
 from visualbert.safety import check_trained_mode
 from visualbert.tasks import VCR, VCRImages
-from visualbert.vcr_submission import write_leaderboard_csv
 from visualbert.tokenizer import load_tokenizer
+from visualbert.vcr_submission import write_leaderboard_csv
 
 
 def main(argv=None):

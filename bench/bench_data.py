@@ -72,8 +72,8 @@ def prepare(work, images, nlvr2_sets, seed=0):
 
     sys.path.insert(0, ROOT)
     from visualbert.data import open_feature_store, pack_features
-    from visualbert.fileio import save_npy, write_jsonl
     from visualbert.data.synthetic import generate
+    from visualbert.fileio import save_npy, write_jsonl
 
     done = os.path.join(work, "prepared.json")
     if os.path.isfile(done):

@@ -159,7 +159,6 @@ def _prepare(spec):
     import io
 
     import numpy as np
-
     import paddle
     import torch
 

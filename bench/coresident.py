@@ -47,15 +47,14 @@ def main(args):
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(-3, args.malloc_threshold)  # M_MMAP_THRESHOLD
         libc.mallopt(-1, args.malloc_threshold)  # M_TRIM_THRESHOLD
-    import numpy as np
 
-    import visualbert  # noqa: F401  (runtime defaults before paddle)
     import paddle
 
+    import visualbert  # noqa: F401  (runtime defaults before paddle)
     from visualbert.configuration import VisualBertConfig
     from visualbert.inference import Predictor, export_model, to_static_model
-    from visualbert.modeling import VisualBertForQuestionAnswering
     from visualbert.inputs import make_inputs
+    from visualbert.modeling import VisualBertForQuestionAnswering
 
     arch = "VisualBertForQuestionAnswering"
     paddle.seed(0)

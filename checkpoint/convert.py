@@ -24,8 +24,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from visualbert.conversion import checkpoint_names, convert_checkpoint, convert_vcr_checkpoint  # noqa: E402
 from visualbert.configuration import CONFIG_NAME  # noqa: E402
+from visualbert.conversion import checkpoint_names, convert_checkpoint, convert_vcr_checkpoint  # noqa: E402
 
 
 def _is_vcr(src, name):

@@ -56,9 +56,9 @@ def compare_checkpoint(name, torch_dir=None, paddle_dir=None, seed=0, config_ove
     """Builds/loads both models for ``name``, runs them on the same inputs and returns the report dict."""
     import torch
     import transformers
+    from parity import diff_outputs, make_hf_model, make_inputs, run_hf, run_paddle
 
     from visualbert import load_pretrained
-    from parity import diff_outputs, make_hf_model, make_inputs, run_hf, run_paddle
 
     info = checkpoint_info(name)
     architecture = info["architecture"]

@@ -20,8 +20,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import paddle  # noqa: E402
-
 from conftest import tiny_config  # noqa: E402
+
 from visualbert import engine, rundir  # noqa: E402
 from visualbert.config import TrainConfig  # noqa: E402
 from visualbert.data import Collator  # noqa: E402

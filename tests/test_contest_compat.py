@@ -10,8 +10,13 @@ import numpy as np
 import paddle
 import pytest
 
-from visualbert.contest_compat import (CONTEST_FLAGS, ContestArgsError, paddlenlp_data_home, resolve_contest_layout,
-                                       translate_contest_argv)
+from visualbert.contest_compat import (
+    CONTEST_FLAGS,
+    ContestArgsError,
+    paddlenlp_data_home,
+    resolve_contest_layout,
+    translate_contest_argv,
+)
 from visualbert.data.synthetic import generate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -8,6 +8,8 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_config as shared_tiny_config
+from parity import diff_outputs, hf_state_dict, make_hf_model, paddle_from_hf, run_hf, run_paddle
 
 from visualbert import load_pretrained
 from visualbert.configuration import PRETRAINED_CHECKPOINTS, VisualBertConfig
@@ -17,10 +19,8 @@ from visualbert.conversion import (
     convert_checkpoint,
     convert_state_dict,
 )
-from visualbert.modeling import model_class_for
-from conftest import tiny_config as shared_tiny_config
-from parity import diff_outputs, hf_state_dict, make_hf_model, paddle_from_hf, run_hf, run_paddle
 from visualbert.inputs import make_inputs
+from visualbert.modeling import model_class_for
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONVERT = os.path.join(REPO, "checkpoint", "convert.py")

@@ -4,11 +4,11 @@ model (tests/contest_port_reference.py), not against our own table."""
 import json
 import os
 
+import contest_port_reference as ref
 import numpy as np
 import paddle
 import pytest
 
-import contest_port_reference as ref
 from visualbert.conversion import convert_checkpoint
 from visualbert.conversion_contest import contest_conversion_table, infer_contest_config, read_contest_source
 from visualbert.modeling import load_pretrained

@@ -11,9 +11,18 @@ from PIL import Image
 from visualbert.constants import ALIGNMENT_PAD
 from visualbert.data import Collator, DataFormatError
 from visualbert.data.synthetic_vcr import make_synthetic_vcr
-from visualbert.data.vcr_images import (COCO_OBJECT_INDEX, VCRImageDataset, fix_item, fix_tokenization, make_mask,
-                                        resize_image, retokenize_with_alignment, select_detections,
-                                        to_normalized_array, truncate_context_answer)
+from visualbert.data.vcr_images import (
+    COCO_OBJECT_INDEX,
+    VCRImageDataset,
+    fix_item,
+    fix_tokenization,
+    make_mask,
+    resize_image,
+    retokenize_with_alignment,
+    select_detections,
+    to_normalized_array,
+    truncate_context_answer,
+)
 from visualbert.tokenizer import load_tokenizer
 
 

@@ -6,11 +6,10 @@ import numpy as np
 import paddle
 import pytest
 import torch
+from vcr_torch_reference import TorchSimpleDetector, numpy_roi_align, randomize_batchnorm, torch_roi_align
 
 from visualbert.conversion import convert_detector_state_dict, detector_conversion_table
 from visualbert.detector import DetectorConfig, SimpleDetector, roi_align_v0
-
-from vcr_torch_reference import TorchSimpleDetector, numpy_roi_align, randomize_batchnorm, torch_roi_align
 
 SMALL = dict(base_width=8, blocks=(3, 4, 6, 3))  # ResNet-50's depth and strides, 1/8 of its width
 

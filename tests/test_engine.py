@@ -11,8 +11,8 @@ import os
 import numpy as np
 import paddle
 import pytest
-
 from conftest import tiny_config
+
 from visualbert import accel
 from visualbert.checkpoints import list_checkpoints, optimizer_state_from_structured, optimizer_state_to_structured
 from visualbert.cli import UsageError, training_parser

@@ -226,10 +226,10 @@ def test_o2_bertadam_masters_are_the_weights_before_the_cast(tmp_path, monkeypat
     # AMP is a no-op on CPU, so O2 is forced here: paddle.amp.decorate casts the weights (it needs no GPU); the forward
     # pass is not run. BertAdam's fp32 master weights must be the exact fp32 weights of before the cast (not the
     # bf16-rounded ones), the frozen pooler must stay fp32 (it has no master), and what a checkpoint saves is fp32.
+    import paddle
+
     from visualbert import accel
     from visualbert.engine import Trainer
-
-    import paddle
 
     monkeypatch.setattr(accel.AmpConfig, "from_args",
                         classmethod(lambda cls, args: cls(enabled=True, level="O2", dtype="bfloat16")))

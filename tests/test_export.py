@@ -5,15 +5,14 @@ import subprocess
 import sys
 
 import numpy as np
+import paddle
 import pytest
 
 import visualbert  # noqa: F401  (runtime defaults before paddle)
-import paddle
-
 from visualbert.configuration import VisualBertConfig
 from visualbert.inference import Predictor, export_model
-from visualbert.modeling import VisualBertForQuestionAnswering, VisualBertForVisualReasoning
 from visualbert.inputs import make_inputs
+from visualbert.modeling import VisualBertForQuestionAnswering, VisualBertForVisualReasoning
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from conftest import TINY  # noqa: E402

@@ -8,11 +8,10 @@ import subprocess
 import sys
 
 import numpy as np
+import paddle
 import pytest
 
 import visualbert  # noqa: F401
-import paddle
-
 from visualbert.configuration import VisualBertConfig
 from visualbert.modeling import VisualBertForVisualReasoning
 

@@ -11,21 +11,25 @@ import random
 import types
 
 import numpy as np
-import pytest
-
-import visualbert  # noqa: F401
 import paddle
+import pytest
 from paddle.base import core
 from paddle.nn.attention.sdpa import SDPBackend
 from paddle.nn.functional import sdpa as sdpa_module
 
+import visualbert  # noqa: F401
 from visualbert import accel, rng
 from visualbert.configuration import VisualBertConfig
-from visualbert.metrics import nlvr2_metrics, vcr_metrics, vqa_soft_accuracy
-from visualbert.modeling import (VisualBertForMultipleChoice, VisualBertForPreTraining,
-                                 VisualBertForQuestionAnswering, VisualBertForRegionToPhraseAlignment,
-                                 VisualBertForVisualReasoning, VisualBertSelfAttention)
 from visualbert.inputs import make_inputs
+from visualbert.metrics import nlvr2_metrics, vcr_metrics, vqa_soft_accuracy
+from visualbert.modeling import (
+    VisualBertForMultipleChoice,
+    VisualBertForPreTraining,
+    VisualBertForQuestionAnswering,
+    VisualBertForRegionToPhraseAlignment,
+    VisualBertForVisualReasoning,
+    VisualBertSelfAttention,
+)
 
 TINY = dict(vocab_size=1200, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
             visual_embedding_dim=16, max_position_embeddings=64, hidden_dropout_prob=0.0,

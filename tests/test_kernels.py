@@ -2,11 +2,10 @@
 Paddle's own kernel, forward and backward; the fallbacks (static graph, disabled) are Paddle's op."""
 
 import numpy as np
-import pytest
-from scipy.special import erf
-
 import paddle
 import paddle.nn.functional as F
+import pytest
+from scipy.special import erf
 
 from visualbert import kernels
 

@@ -7,6 +7,8 @@ import paddle
 import pytest
 import torch
 import transformers
+from conftest import tiny_config
+from parity import diff_outputs, hf_config, make_hf_model, paddle_from_hf, run_hf, run_paddle
 
 from visualbert import (
     VisualBertForMultipleChoice,
@@ -16,8 +18,6 @@ from visualbert import (
     VisualBertModel,
     load_pretrained,
 )
-from conftest import tiny_config
-from parity import diff_outputs, hf_config, make_hf_model, paddle_from_hf, run_hf, run_paddle
 from visualbert.inputs import make_inputs
 
 ARCHITECTURES = [

@@ -17,8 +17,8 @@ import time
 import numpy as np
 import paddle
 import pytest
-
 from test_engine import ToyNLVR2, make_args, tiny_model
+
 from visualbert.checkpoints import list_checkpoints
 from visualbert.cli import main_wrapper
 from visualbert.data import Collator

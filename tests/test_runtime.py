@@ -6,14 +6,13 @@ import subprocess
 import sys
 
 import numpy as np
+import paddle
 import pytest
+from parity import diff_outputs, make_hf_model, paddle_from_hf, run_hf, run_paddle
 
 import visualbert  # noqa: F401
-import paddle
-
 from visualbert import accel, runtime
 from visualbert.configuration import VisualBertConfig
-from parity import diff_outputs, make_hf_model, paddle_from_hf, run_hf, run_paddle
 from visualbert.inputs import make_inputs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

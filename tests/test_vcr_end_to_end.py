@@ -193,7 +193,6 @@ def test_missing_image_exits_2_with_one_line(setup, tmp_path):
 
 def test_converted_original_th_through_run_predict_matches_the_torch_reference(setup, tmp_path):
     import torch
-
     from parity import make_hf_model
     from test_conversion import _original_names
     from vcr_torch_reference import TorchSimpleDetector, randomize_batchnorm

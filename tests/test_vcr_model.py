@@ -9,15 +9,14 @@ import sys
 import numpy as np
 import pytest
 import torch
+from parity import make_hf_model
+from test_conversion import _original_names
+from vcr_torch_reference import TorchSimpleDetector, randomize_batchnorm
 
 from visualbert import load_pretrained
 from visualbert.configuration import VisualBertConfig
 from visualbert.conversion import convert_vcr_checkpoint
-from parity import make_hf_model
 from visualbert.vcr_model import VisualBertForVCR
-
-from test_conversion import _original_names
-from vcr_torch_reference import TorchSimpleDetector, randomize_batchnorm
 
 CONVERT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoint", "convert.py")
 DETECTOR = dict(base_width=8, blocks=(3, 4, 6, 3), final_dim=32)

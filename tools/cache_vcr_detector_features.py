@@ -30,8 +30,8 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     from visualbert.data import Collator, DataFormatError
-    from visualbert.fileio import save_npy
     from visualbert.data.vcr_images import VCRImageDataset
+    from visualbert.fileio import save_npy
     from visualbert.modeling import load_pretrained
     from visualbert.tokenizer import load_tokenizer
     from visualbert.vcr_model import VCR_MODEL_CLASSES

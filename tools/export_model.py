@@ -23,7 +23,14 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import visualbert  # noqa: E402  (runtime defaults before paddle)
-from visualbert.inference import EXPORT_FORMATS, EXPORTABLE, OnnxPredictor, Predictor, export_model, export_onnx  # noqa: E402
+from visualbert.inference import (  # noqa: E402
+    EXPORT_FORMATS,
+    EXPORTABLE,
+    OnnxPredictor,
+    Predictor,
+    export_model,
+    export_onnx,
+)
 
 
 def check(model, out_dir, tolerance=1e-5, use_mkldnn=False, export_format="paddle"):

@@ -15,10 +15,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import visualbert  # noqa: E402,F401  (runtime defaults before paddle)
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 
+import visualbert  # noqa: E402,F401  (runtime defaults before paddle)
 from visualbert import accel  # noqa: E402
 from visualbert.configuration import VisualBertConfig  # noqa: E402
 from visualbert.inputs import make_inputs  # noqa: E402
@@ -98,8 +98,8 @@ def check_bf16_eval():
     """The one prediction loop (visualbert.engine.predict) under low-precision autocast gives the float32
     predictions: argmax agreement and logits close."""
     from visualbert.data.collate import Collator
-    from visualbert.modeling import VisualBertForQuestionAnswering
     from visualbert.engine import predict as run_inference
+    from visualbert.modeling import VisualBertForQuestionAnswering
 
     config = VisualBertConfig(vocab_size=2000, hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
                               intermediate_size=256, visual_embedding_dim=32, max_position_embeddings=64, num_labels=50)

@@ -26,7 +26,6 @@ from visualbert.data.synthetic_flickr import DEFAULTS as FLICKR_DEFAULTS  # noqa
 from visualbert.data.synthetic_flickr import generate_flickr30k  # noqa: E402
 from visualbert.fileio import write_json  # noqa: E402
 
-
 # what generate() writes at the top of --out; --overwrite removes these and nothing else
 GENERATED = ("manifest.json", "vqa2", "coco", "detectron_fix_100", "nlvr2", "detectron_fix_144", "vcr", "flickr30k")
 

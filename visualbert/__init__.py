@@ -24,3 +24,21 @@ from .modeling import (
 )
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "MODEL_CLASSES",
+    "PRETRAINED_CHECKPOINTS",
+    "ModelOutput",
+    "VisualBertConfig",
+    "VisualBertForMultipleChoice",
+    "VisualBertForPreTraining",
+    "VisualBertForQuestionAnswering",
+    "VisualBertForRegionToPhraseAlignment",
+    "VisualBertForVisualReasoning",
+    "VisualBertModel",
+    "VisualBertPreTrainedModel",
+    "checkpoint_info",
+    "config_for_checkpoint",
+    "load_pretrained",
+    "model_class_for",
+]

@@ -85,9 +85,7 @@ class TrainConfig:
             raise UsageError(f"--learning_rate must be positive, got {self.learning_rate}")
         if self.resume_from and self.resume_from != "latest" and not os.path.isdir(self.resume_from):
             raise UsageError(f"--resume_from {self.resume_from!r} does not exist")
-        from .rundir import check_output_dir
-
-        from .rundir import run_inputs
+        from .rundir import check_output_dir, run_inputs
 
         if self.max_nonfinite_steps < 0:
             raise UsageError(f"--max_nonfinite_steps must be >= 0, got {self.max_nonfinite_steps}")

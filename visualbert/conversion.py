@@ -17,10 +17,15 @@ import tempfile
 
 import numpy as np
 
-from .fileio import replace_dir
 from .configuration import CONFIG_NAME, VisualBertConfig, checkpoint_info, config_for_checkpoint
 from .conversion_check import apply_conversion_table
-from .conversion_contest import contest_conversion_table, convert_contest_state_dict, is_paddle_source, read_contest_source
+from .conversion_contest import (
+    contest_conversion_table,
+    convert_contest_state_dict,
+    is_paddle_source,
+    read_contest_source,
+)
+from .fileio import replace_dir
 
 # ------------------------------------------------------------------------------------------------ the table
 # (source name, Paddle name, transpose). Source names are HF's; "{i}" is the layer index. torch Linear

@@ -42,8 +42,25 @@ def init_distributed() -> int:
 def setup_logging() -> None:
     """INFO on rank 0, WARNING elsewhere, each line tagged with the rank."""
     level = logging.INFO if is_main_process() else logging.WARNING
-    logging.basicConfig(level=level, format=f"[%(asctime)s rank{rank()}] %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr, force=True)
+    handler = _CurrentStderrHandler()
+    handler.setFormatter(logging.Formatter(f"[%(asctime)s rank{rank()}] %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
+class _CurrentStderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted, not to the stream of the first call (a
+    replaced or closed stderr, e.g. a caller's redirect, would otherwise make every later record a logging error)."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
 
 
 def set_seed(seed: int) -> None:

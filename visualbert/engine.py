@@ -55,8 +55,14 @@ from .distributed import init_distributed, rank, world_size
 from .fileio import append_jsonl, to_json
 from .optim import original_total_steps
 from .rundir import METRICS_FILE, args_json_content, args_record, prepare_output_dir, run_inputs, write_args_json
-from .safety import (NonFiniteGuard, NonFiniteLossError, batch_example_ids, deferred_signals, non_finite_parameters,
-                     truncate_metrics)
+from .safety import (
+    NonFiniteGuard,
+    NonFiniteLossError,
+    batch_example_ids,
+    deferred_signals,
+    non_finite_parameters,
+    truncate_metrics,
+)
 
 logger = logging.getLogger("visualbert.engine")
 

@@ -22,9 +22,9 @@ import paddle.nn.functional as F
 
 from . import kernels
 from .accel import sdpa_attention_mask
-from .fileio import atomic_path
 from .configuration import VisualBertConfig
 from .constants import ALIGNMENT_PAD, IGNORE_INDEX
+from .fileio import atomic_path
 
 logger = logging.getLogger(__name__)
 

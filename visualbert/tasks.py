@@ -21,9 +21,21 @@ from .cli import UsageError, argument_group, check_prediction_outputs, require_p
 from .constants import IGNORE_INDEX
 from .engine import predict
 from .fileio import write_json
-from .metrics import nlvr2_metrics, vcr_metrics, vqa_official_accuracy, vqa_predict, vqa_soft_accuracy, write_nlvr2_predictions
-from .modeling import (VisualBertForMultipleChoice, VisualBertForPreTraining, VisualBertForQuestionAnswering,
-                       VisualBertForRegionToPhraseAlignment, VisualBertForVisualReasoning)
+from .metrics import (
+    nlvr2_metrics,
+    vcr_metrics,
+    vqa_official_accuracy,
+    vqa_predict,
+    vqa_soft_accuracy,
+    write_nlvr2_predictions,
+)
+from .modeling import (
+    VisualBertForMultipleChoice,
+    VisualBertForPreTraining,
+    VisualBertForQuestionAnswering,
+    VisualBertForRegionToPhraseAlignment,
+    VisualBertForVisualReasoning,
+)
 from .safety import probability
 from .vcr_model import VisualBertForVCR, VisualBertForVCRPreTraining
 

@@ -406,7 +406,8 @@ class PackedFeatureStore(FeatureStore):
     def describe(self, key):
         return f"{key!r} in the index of {self.root}"
 
-    def __getitem__(self, key):
+    def _rows(self, key):
+        """The memory-mapped rows of ``key`` (region cap applied) and where they are, for messages."""
         entry = self._index.get(key)
         if entry is None:
             raise MissingFeaturesError(
@@ -415,21 +416,16 @@ class PackedFeatureStore(FeatureStore):
         offset, count = entry
         if self.max_regions is not None:
             count = min(count, self.max_regions)
+        return self._open()[offset : offset + count], f"{self.array_path} rows {offset}..{offset + count - 1} (image {key!r})"
+
+    def __getitem__(self, key):
+        rows, where = self._rows(key)
         # a copy (float16 is widened here), so samples never keep the memory map alive
-        array = np.array(self._open()[offset : offset + count], dtype=np.float32)
-        return check_finite(array, f"{self.array_path} rows {offset}..{offset + count - 1} (image {key!r})")
+        return check_finite(np.array(rows, dtype=np.float32), where)
 
     def view(self, key):
-        entry = self._index.get(key)
-        if entry is None:
-            raise MissingFeaturesError(
-                f"no region features for image {key!r}: not in the packed store {self.root}", [key]
-            )
-        offset, count = entry
-        if self.max_regions is not None:
-            count = min(count, self.max_regions)
-        return check_finite(self._open()[offset : offset + count],
-                            f"{self.array_path} rows {offset}..{offset + count - 1} (image {key!r})")
+        rows, where = self._rows(key)
+        return check_finite(rows, where)
 
     def num_regions(self, key):
         entry = self._index.get(key)

@@ -18,9 +18,9 @@ does): the original compares them to the detector's boxes unchanged.
 import os
 import re
 import xml.etree.ElementTree as ET
-from xml.parsers import expat
 from collections import Counter
 from dataclasses import dataclass, field
+from xml.parsers import expat
 
 from .errors import DataFormatError
 

@@ -3,10 +3,10 @@
 import numpy as np
 
 from ..constants import SENTENCE_IMAGE_MATCH, SENTENCE_IMAGE_RANDOM
+from ..fileio import read_jsonl
 from .errors import DataFormatError, text_problem, with_example_context
 from .features import FileFeatureStore, open_feature_store
 from .masking import check_mask_probabilities
-from ..fileio import read_jsonl
 from .text import DEFAULT_MAX_SEQ_LENGTH, TextEncoder, example_rng
 
 NLVR2_FEATURE_DIM = 1024

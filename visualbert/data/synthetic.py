@@ -26,8 +26,8 @@ import shutil
 
 import numpy as np
 
-from .answers import DEFAULT_ANSWERS_FILE, load_answer_vocab
 from ..fileio import save_npy, write_json, write_jsonl
+from .answers import DEFAULT_ANSWERS_FILE, load_answer_vocab
 
 CLASSES = ["dog", "cat", "car", "horse", "bird", "bus", "truck", "sheep", "cow", "elephant", "boat", "train"]
 PLURALS = {"bus": "buses", "sheep": "sheep"}

@@ -5,9 +5,9 @@ import os
 import numpy as np
 
 from ..constants import ALIGNMENT_PAD
+from ..fileio import read_jsonl
 from .errors import DataFormatError, text_problem, with_example_context
 from .features import open_feature_store
-from ..fileio import read_jsonl
 from .text import DEFAULT_MAX_SEQ_LENGTH, TextEncoder
 
 VCR_FEATURE_DIM = 512
@@ -52,6 +52,35 @@ def _tokens_problem(tokens, objects):
         else:
             words.append(str(tok))
     return text_problem(" ".join(words))
+
+
+def pack_choices(encoded, num_regions, pad_id):
+    """The C texts of one VCR example as arrays (the collator pads them across examples).
+
+    Args:
+        encoded (list[tuple]): per choice ``(ids, token_type_ids, mentions)``, ``mentions[r]`` the text positions
+            that refer to region ``r`` (``num_regions`` lists).
+        num_regions (int): R.
+        pad_id (int): the text padding id.
+
+    Returns:
+        tuple: ``input_ids``, ``token_type_ids``, ``attention_mask`` int64 [C, T] (0 / pad on padding) and
+        ``image_text_alignment`` int64 [C, R, A] (``ALIGNMENT_PAD`` on padding).
+    """
+    T = max(len(ids) for ids, _, _ in encoded)
+    A = max([1] + [len(m) for _, _, ms in encoded for m in ms])
+    C = len(encoded)
+    input_ids = np.full((C, T), pad_id, dtype=np.int64)
+    token_type_ids = np.zeros((C, T), dtype=np.int64)
+    attention_mask = np.zeros((C, T), dtype=np.int64)
+    alignment = np.full((C, num_regions, A), ALIGNMENT_PAD, dtype=np.int64)
+    for c, (ids, types, mentions) in enumerate(encoded):
+        input_ids[c, : len(ids)] = ids
+        token_type_ids[c, : len(ids)] = types
+        attention_mask[c, : len(ids)] = 1
+        for r, positions in enumerate(mentions):
+            alignment[c, r, : len(positions)] = positions
+    return input_ids, token_type_ids, attention_mask, alignment
 
 
 def vcr_image_key(img_fn):
@@ -157,20 +186,9 @@ class VCRDataset:
             choices, label_key = row["rationale_choices"], "rationale_label"
         if len(choices) != NUM_CHOICES:
             raise DataFormatError(f"expected {NUM_CHOICES} choices, got {len(choices)}")
-        built = [self._choice(question, self._pieces(c, objects), visual.shape[0]) for c in choices]
-        T = max(len(ids) for ids, _, _ in built)
-        A = max([1] + [len(m) for _, _, ms in built for m in ms])
-        C, R = len(built), visual.shape[0]
-        input_ids = np.full((C, T), self.text.pad_id, dtype=np.int64)
-        token_type_ids = np.zeros((C, T), dtype=np.int64)
-        attention_mask = np.zeros((C, T), dtype=np.int64)
-        alignment = np.full((C, R, A), ALIGNMENT_PAD, dtype=np.int64)
-        for c, (ids, types, mentions) in enumerate(built):
-            input_ids[c, : len(ids)] = ids
-            token_type_ids[c, : len(ids)] = types
-            attention_mask[c, : len(ids)] = 1
-            for r, positions in enumerate(mentions):
-                alignment[c, r, : len(positions)] = positions
+        R = visual.shape[0]
+        built = [self._choice(question, self._pieces(c, objects), R) for c in choices]
+        input_ids, token_type_ids, attention_mask, alignment = pack_choices(built, R, self.text.pad_id)
         sample = {
             "input_ids": input_ids,
             "token_type_ids": token_type_ids,

@@ -38,11 +38,11 @@ from collections import defaultdict
 
 import numpy as np
 
-from ..constants import ALIGNMENT_PAD
+from ..fileio import read_jsonl
 from .errors import DataFormatError, with_example_context
 from .features import open_feature_store
-from ..fileio import read_jsonl
 from .masking import mask_tokens, random_token_candidates
+from .vcr import pack_choices
 
 # vcr_data_utils.py's list, 'Peyton' twice included: the name index is count % 15.
 GENDER_NEUTRAL_NAMES = ['Casey', 'Riley', 'Jessie', 'Jackie', 'Avery', 'Jaime', 'Peyton', 'Kerry', 'Jody', 'Kendall',
@@ -643,19 +643,7 @@ class VCRImageDataset:
         if self.complete_shuffle:
             texts = [texts[which]]
         encoded = [self._encode(t, old_to_new, num_boxes) for t in texts]
-        T = max(len(ids) for ids, _, _ in encoded)
-        A = max([1] + [len(r) for _, _, rec in encoded for r in rec])
-        C = len(encoded)
-        input_ids = np.full((C, T), self.pad_id, dtype=np.int64)
-        token_type_ids = np.zeros((C, T), dtype=np.int64)
-        attention_mask = np.zeros((C, T), dtype=np.int64)
-        alignment = np.full((C, num_boxes, A), ALIGNMENT_PAD, dtype=np.int64)
-        for c, (ids, types, rec) in enumerate(encoded):
-            input_ids[c, :len(ids)] = ids
-            token_type_ids[c, :len(ids)] = types
-            attention_mask[c, :len(ids)] = 1
-            for b, positions in enumerate(rec):
-                alignment[c, b, :len(positions)] = positions
+        input_ids, token_type_ids, attention_mask, alignment = pack_choices(encoded, num_boxes, self.pad_id)
         sample = {
             **regions,
             "annot_id": str(row.get('annot_id', row['_line'])),
