@@ -380,7 +380,7 @@ class VCR(Task):
         g.add_argument("--box_offset", type=int, default=0, help="feature row of box 0 (1 if row 0 is the whole image)")
         if train:
             g.add_argument("--mode", choices=("qa", "qar"), default="qa", help="Q->A or QA->R")
-            VCRImages.add_training_args(g)
+            VCRImages.add_training_args(argument_group(parser, "training"))
             g.add_argument("--train_split", default="train")
             g.add_argument("--eval_split", default="val", help="'' = no evaluation")
         else:
