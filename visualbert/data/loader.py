@@ -205,10 +205,11 @@ class BatchLoader:
                                 f"loader worker {w} (pid {self._workers[w].pid}) gave no batch in {self.timeout:g} s "
                                 f"(batch {next_to_yield}, examples {_short(sent[next_to_yield])})") from None
                         continue
-                    if not ok:
-                        self._raise_worker_error(batch_no, payload)
-                    ready[batch_no] = payload
-                batch = ready.pop(next_to_yield)
+                    ready[batch_no] = (ok, payload)
+                # in sampler order: an error of a later batch is raised only after every batch before it was yielded
+                ok, batch = ready.pop(next_to_yield)
+                if not ok:
+                    self._raise_worker_error(next_to_yield, batch)
                 sent.pop(next_to_yield)
                 next_to_yield += 1
                 yield self._convert(batch)
