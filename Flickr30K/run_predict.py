@@ -15,7 +15,7 @@ import json
 import os
 
 from visualbert.build import build_collator, build_dataset, check_model_fits, load_prediction_model
-from visualbert.cli import main_wrapper, prediction_parser
+from visualbert.cli import UsageError, check_prediction_outputs, main_wrapper, prediction_parser
 from visualbert.tasks import Flickr30K
 from visualbert.tokenizer import load_tokenizer
 
@@ -25,6 +25,9 @@ def main(argv=None):
     Flickr30K.add_data_args(parser, train=False)
     args = parser.parse_args(argv)
     Flickr30K.check_data_args(args)
+    if not args.output_dir:
+        raise UsageError("--output_dir is required (where predictions.jsonl and metrics.json are written)")
+    check_prediction_outputs(args.output_dir, ("predictions.jsonl", "metrics.json"), args.overwrite)
     model = load_prediction_model(args, Flickr30K)
     tokenizer = load_tokenizer(args.vocab_file)
     dataset = build_dataset(Flickr30K, args.split, args, tokenizer)
