@@ -322,19 +322,24 @@ def convert_checkpoint(src, dst, name=None, overwrite=False):
     converted = convert(state, config, architecture, expected)
     model.set_state_dict({k: paddle.to_tensor(v) for k, v in converted.items()})
 
+    return write_converted(model, dst, {
+        "source": os.path.abspath(src),
+        "name": name,
+        "source_format": source_format,
+        "architecture": architecture,
+        "num_tensors": len(converted),
+        "transposed": sorted(d for _, d, t in table_for(config, architecture) if t),
+    })
+
+
+def write_converted(model, dst, report):
+    """Writes ``model`` (``save_pretrained``) and ``conversion.json`` (``report``) into a temporary directory beside
+    ``dst`` and renames it into place: an interrupted conversion leaves nothing at ``dst``. Returns ``report``."""
     parent = os.path.dirname(dst)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".tmp-convert-", dir=parent)
     try:
         model.save_pretrained(tmp)
-        report = {
-            "source": os.path.abspath(src),
-            "name": name,
-            "source_format": source_format,
-            "architecture": architecture,
-            "num_tensors": len(converted),
-            "transposed": sorted(d for _, d, t in table_for(config, architecture) if t),
-        }
         with open(os.path.join(tmp, "conversion.json"), "w") as f:
             json.dump(report, f, indent=2)
         replace_dir(tmp, dst)
@@ -502,28 +507,16 @@ def convert_vcr_checkpoint(src, dst, name=None, overwrite=False):
         raise ValueError(f"{src} holds detector.* weights (a VCR checkpoint); pass --name, one of "
                          f"{', '.join(VCR_CHECKPOINT_ARCHITECTURES)}")
     converted, model = convert_vcr_state_dict(raw, config, architecture)
-    parent = os.path.dirname(dst)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tmp-convert-", dir=parent)
-    try:
-        model.save_pretrained(tmp)
-        report = {
-            "source": os.path.abspath(src),
-            "name": name,
-            "architecture": architecture,
-            "num_tensors": len(converted),
-            "detector": True,
-            "transposed": sorted([d for _, d, t in conversion_table(config, "VisualBertForMultipleChoice"
-                                  if architecture == "VisualBertForVCR" else "VisualBertForPreTraining") if t]
-                                 + ["detector." + d for _, d, t in detector_conversion_table() if t]),
-        }
-        with open(os.path.join(tmp, "conversion.json"), "w") as f:
-            json.dump(report, f, indent=2)
-        replace_dir(tmp, dst)
-    finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
-    return report
+    return write_converted(model, dst, {
+        "source": os.path.abspath(src),
+        "name": name,
+        "architecture": architecture,
+        "num_tensors": len(converted),
+        "detector": True,
+        "transposed": sorted([d for _, d, t in conversion_table(config, "VisualBertForMultipleChoice"
+                              if architecture == "VisualBertForVCR" else "VisualBertForPreTraining") if t]
+                             + ["detector." + d for _, d, t in detector_conversion_table() if t]),
+    })
 
 
 __all__ += ["detector_conversion_table", "convert_detector_state_dict", "convert_vcr_state_dict",
