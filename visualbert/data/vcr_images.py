@@ -495,19 +495,8 @@ class VCRImageDataset:
         key = (item['metadata_fn'], tuple(int(i) for i in used))
         if key in checked_metadata:
             return
-        metadata_path = os.path.join(self.image_dir, item['metadata_fn'])
-        if not os.path.isfile(metadata_path):
-            raise FileNotFoundError(f"metadata {metadata_path} does not exist")
-        try:
-            with open(metadata_path) as f:
-                metadata = json.load(f)
-        except json.JSONDecodeError as err:
-            raise DataFormatError(f"metadata {metadata_path} is not valid JSON: {err}") from None
-        n = len(item['objects'])
+        metadata_path, metadata = self._read_metadata(item)
         boxes, segms = metadata.get('boxes', []), metadata.get('segms', [])
-        if len(boxes) < n or len(segms) < n:
-            raise DataFormatError(f"metadata {metadata_path} has {len(boxes)} boxes and {len(segms)} segms for the "
-                                  f"line's {n} objects")
         width, height = metadata.get('width'), metadata.get('height')
         for i in used:
             box = boxes[i]
@@ -545,8 +534,8 @@ class VCRImageDataset:
             if name not in COCO_OBJECT_INDEX:
                 raise DataFormatError(f"object class {name!r} is not one of the 80 COCO classes")
 
-    def _load_regions(self, item, used, rng):
-        image_path = os.path.join(self.image_dir, item['img_fn'])
+    def _read_metadata(self, item):
+        """(path, parsed ``metadata_fn`` JSON) of a line, with at least one box and one polygon per object."""
         metadata_path = os.path.join(self.image_dir, item['metadata_fn'])
         if not os.path.isfile(metadata_path):
             raise FileNotFoundError(f"metadata {metadata_path} does not exist")
@@ -556,9 +545,15 @@ class VCRImageDataset:
         except json.JSONDecodeError as err:
             raise DataFormatError(f"metadata {metadata_path} is not valid JSON: {err}") from None
         n = len(item['objects'])
-        if len(metadata.get('boxes', [])) < n or len(metadata.get('segms', [])) < n:
-            raise DataFormatError(f"metadata {metadata_path} has {len(metadata.get('boxes', []))} boxes and "
-                                  f"{len(metadata.get('segms', []))} segms for the line's {n} objects")
+        boxes, segms = metadata.get('boxes', []), metadata.get('segms', [])
+        if len(boxes) < n or len(segms) < n:
+            raise DataFormatError(f"metadata {metadata_path} has {len(boxes)} boxes and {len(segms)} segms for the "
+                                  f"line's {n} objects")
+        return metadata_path, metadata
+
+    def _load_regions(self, item, used, rng):
+        image_path = os.path.join(self.image_dir, item['img_fn'])
+        metadata_path, metadata = self._read_metadata(item)
         return image_regions(image_path, metadata, used, [COCO_OBJECT_INDEX[item['objects'][i]] for i in used], rng,
                              metadata_path)
 
