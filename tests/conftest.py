@@ -49,3 +49,14 @@ def synthetic(tmp_path_factory):
         return made[key]
 
     return make
+
+
+def load_script(relpath):
+    """The ``main`` of a task script (path relative to the repository), loaded as a module of its own."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("script_" + relpath.replace("/", "_").replace(".", "_"),
+                                                  os.path.join(ROOT, relpath))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main

@@ -10,6 +10,7 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import load_script
 
 from visualbert import metrics as metrics_module
 from visualbert.cli import main_wrapper
@@ -21,14 +22,6 @@ DIM = 24
 TINY = ["--hidden_size", "32", "--num_hidden_layers", "1", "--num_attention_heads", "2", "--intermediate_size", "64",
         "--disable_tqdm", "--batch_size", "8", "--logging_steps", "1", "--save_steps", "1000", "--max_seq_length", "48",
         "--dropout", "0", "--learning_rate", "1e-3"]
-
-
-def load_script(relpath):
-    spec = importlib.util.spec_from_file_location("script_" + relpath.replace("/", "_").replace(".", "_"),
-                                                  os.path.join(ROOT, relpath))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """Every script end to end on tiny synthetic data (in-process: ``main(argv)``), argument failures, BERT init,
 and a killed-then-resumed run in subprocesses (a real hard exit, not an exception)."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -10,6 +9,7 @@ import sys
 import numpy as np
 import paddle
 import pytest
+from conftest import load_script
 
 from visualbert.checkpoints import list_checkpoints
 from visualbert.cli import UsageError
@@ -22,14 +22,6 @@ DIM = 32
 TINY = ["--hidden_size", "32", "--num_hidden_layers", "2", "--num_attention_heads", "2", "--intermediate_size", "64",
         "--disable_tqdm", "--batch_size", "8", "--num_train_epochs", "1", "--logging_steps", "1", "--save_steps", "2",
         "--max_seq_length", "40"]
-
-
-def load_script(relpath):
-    spec = importlib.util.spec_from_file_location("script_" + relpath.replace("/", "_").replace(".", "_"),
-                                                  os.path.join(ROOT, relpath))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """What users reach for (issue 14): VisualDL scalars, the curves PNG, one-example prediction, a quiet start-up and
 the same --help groups in every script."""
 
-import importlib.util
 import json
 import os
 import re
@@ -12,6 +11,7 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import load_script
 
 from visualbert.cli import GROUPS, UsageError
 from visualbert.data.errors import DataFormatError
@@ -24,14 +24,6 @@ TINY = ["--hidden_size", "32", "--num_hidden_layers", "1", "--num_attention_head
         "--disable_tqdm", "--batch_size", "8", "--logging_steps", "1", "--save_steps", "100", "--max_seq_length", "40"]
 SCRIPTS = ("VQA2/run_vqa2.py", "VQA2/run_predict.py", "NLVR2/run_nlvr2.py", "NLVR2/run_predict.py", "VCR/run_vcr.py",
            "VCR/run_predict.py", "run_pretrain.py")
-
-
-def load_script(relpath):
-    spec = importlib.util.spec_from_file_location("users_" + relpath.replace("/", "_").replace(".", "_"),
-                                                  os.path.join(ROOT, relpath))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
 
 
 @pytest.fixture(scope="module")

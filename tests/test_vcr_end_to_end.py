@@ -6,7 +6,6 @@ bad inputs refused before training with one message naming the file and the exam
 transcription + HF VisualBertForMultipleChoice)."""
 
 import csv
-import importlib.util
 import json
 import os
 import shutil
@@ -16,6 +15,7 @@ import sys
 import numpy as np
 import paddle
 import pytest
+from conftest import load_script
 
 from visualbert.cli import UsageError
 from visualbert.configuration import VisualBertConfig
@@ -29,14 +29,6 @@ from visualbert.vcr_model import VisualBertForVCR, VisualBertForVCRPreTraining
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DETECTOR = dict(base_width=8, blocks=[1, 1, 1, 1], final_dim=32)
 RUN = ["--disable_tqdm", "--batch_size", "2", "--max_steps", "2", "--logging_steps", "1", "--save_steps", "2"]
-
-
-def load_script(relpath):
-    spec = importlib.util.spec_from_file_location("script_" + relpath.replace("/", "_").replace(".", "_"),
-                                                  os.path.join(ROOT, relpath))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
 
 
 @pytest.fixture(scope="module")
