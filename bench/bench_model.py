@@ -5,6 +5,11 @@ measurement.
     python bench/bench_model.py --repeat 5 --json bench/results_full.json
     python bench/bench_model.py --quick              # batch 2, 3 steps, 1 repeat: a smoke run
 
+Before/after (issue 13: the tree before the performance work, f2bf889, against this one, on an idle machine):
+
+    rm -rf /tmp/base_f2bf889 && mkdir -p /tmp/base_f2bf889 && git archive f2bf889 | tar -x -C /tmp/base_f2bf889
+    python bench/bench_model.py --repeat 5 --baseline /tmp/base_f2bf889 --json bench/results_before_after.json
+
 Why a process per measurement: timed in one process, the Paddle dygraph model ran up to 2x slower once the
 static-graph model and the predictors had been built next to it (see bench/coresident.py), and torch's and
 Paddle's thread pools share the cores; a fresh process per framework and mode measures each runtime as a user
@@ -24,11 +29,31 @@ What it does:
 3. ``--repeat`` rounds; within a round the modes run one after the other, the order reversed every other round
    (A B C ... C B A) so that slow drifts in machine load hit every mode alike.
 
+``--baseline DIR`` (another checkout of this repository, e.g. an older commit unpacked with ``git archive``): every
+Paddle measurement (``infer:paddle``, ``infer:paddle_static``, ``infer:paddle_predictor``,
+``infer:paddle_predictor_onednn``, ``train:paddle``) also runs in a process with ``PYTHONPATH=DIR`` first and DIR's
+``visualbert/runtime.py`` as its CPU defaults; the process refuses to time any other copy of ``visualbert`` (and
+records the one it timed in the raw JSON). Within a round a Paddle mode runs as baseline then current (current then
+baseline in the reversed rounds), so machine drift hits both trees alike; the torch and GEMM processes run no code of
+either tree and are shared. ``prepare`` stays with this tree (its ``checkpoint/convert.py`` output and reference
+logits); a second preparation process, ``prepare_baseline``, run with DIR's package, loads that checkpoint with DIR's
+``from_pretrained`` (refusing missing or unexpected weights), checks its logits against the HF ones (same
+``--tolerance``), and exports the predictor model with DIR's own ``export_model`` (the exported program is the tree's
+modeling code traced, so this tree's export would time this tree's code). f2bf889 has the same ``from_pretrained``,
+``to_static_model(model, architecture, example_inputs)``, ``export_model(model, out_dir, architecture)`` and
+``Predictor(model_dir, use_mkldnn=...)``, so the child needs no compatibility shim for it. Note that each tree runs
+with its own runtime defaults: f2bf889's ``runtime.py`` does not set ``FLAGS_paddle_num_threads`` nor re-apply the
+thread count after a predictor run; that is part of what is compared.
+
 Report: per mode the median, spread and minimum over all timed steps of all its processes; ratios
 ``torch_time / paddle_time`` of the medians (and of the minimums). JSON keys: ``inference_ratio``,
 ``train_ratio``, ``predictor_ratio`` (plain predictor; ``predictor_ratio_onednn`` with oneDNN),
 ``static_ratio``, ``gemm_share_inference`` (forward FLOPs / dygraph inference time / the machine's GEMM
-rate), ``peak_mem_ratio`` (Paddle / torch peak training memory), the summaries and every raw time.
+rate), ``peak_mem_ratio`` (Paddle / torch peak training memory), the summaries and every raw time. With
+``--baseline``, a second table (baseline and current medians, torch/baseline, torch/current, and the current speedup
+= baseline median / current median) and ``"baseline"``: the same keys for the baseline tree (against the same torch
+and GEMM processes), its ``raw`` times, ``tree`` (DIR), and ``speedup`` per Paddle mode (``median``, ``min``,
+``cpu_median``: baseline / current, > 1 = current faster; ``peak_rss_current_over_baseline``).
 """
 
 import argparse
@@ -46,6 +71,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARCH = "VisualBertForQuestionAnswering"
 INFERENCE_MODES = ("torch", "paddle", "paddle_static", "paddle_predictor", "paddle_predictor_onednn")
 TRAIN_MODES = ("torch", "paddle")
+# the measurements that run this package's code: the ones --baseline repeats with the other tree
+PADDLE_MODES = ("infer:paddle", "infer:paddle_static", "infer:paddle_predictor", "infer:paddle_predictor_onednn",
+                "train:paddle")
 
 
 def parse_args(argv=None):
@@ -72,8 +100,17 @@ def parse_args(argv=None):
     p.add_argument("--malloc-threshold", type=int, default=None,
                    help="glibc MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_ (bytes) of every process, both "
                         "frameworks: freed activations stay mapped and are reused instead of page-faulting anew")
+    p.add_argument("--baseline", default=None, metavar="DIR",
+                   help="another checkout of this repository (e.g. git archive f2bf889 | tar -x -C DIR): every Paddle "
+                        "measurement also runs with DIR's visualbert, alternated with this tree's")
     p.add_argument("--json", default=None, help="write all numbers to this file")
     args = p.parse_args(argv)
+    if args.baseline is not None:
+        args.baseline = os.path.abspath(args.baseline)
+        for name in ("__init__.py", "runtime.py", "modeling.py", "inference.py"):
+            if not os.path.isfile(os.path.join(args.baseline, "visualbert", name)):
+                p.exit(2, f"{p.prog}: error: --baseline {args.baseline}: no visualbert/{name} there (expected a "
+                          "checkout of this repository, e.g. git archive <commit> | tar -x -C DIR)\n")
     if args.quick:
         args.batch, args.steps, args.warmup, args.repeat = min(args.batch, 2), min(args.steps, 3), 1, 1
     return args
@@ -137,20 +174,27 @@ def model_flops(hidden, intermediate, visual_dim, layers, labels, batch, text_le
 
 # ------------------------------------------------------------------------------------------------ child side
 def _child_setup(spec):
-    """Same environment for every framework: the thread count, and this package's CPU defaults
-    (visualbert/runtime.py, standalone: loading it does not import paddle). A torch process never imports
-    paddle: with paddle's math libraries loaded first, torch steps were measured up to 10x slower here."""
+    """Same environment for every framework: the thread count, and the measured tree's CPU defaults
+    (``<tree>/visualbert/runtime.py``, standalone: loading it does not import paddle). A torch process never
+    imports paddle: with paddle's math libraries loaded first, torch steps were measured up to 10x slower here.
+    A Paddle process imports ``visualbert`` from its tree (``spec["root"]``: this checkout, or ``--baseline``) and
+    refuses to run on any other copy."""
     import importlib.util
 
     threads = spec["threads"]
+    root = spec.get("root", ROOT)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)
-    sys.path.insert(0, ROOT)
+    sys.path.insert(0, root)
     runtime_spec = importlib.util.spec_from_file_location("_visualbert_runtime",
-                                                          os.path.join(ROOT, "visualbert", "runtime.py"))
+                                                          os.path.join(root, "visualbert", "runtime.py"))
     runtime_spec.loader.exec_module(importlib.util.module_from_spec(runtime_spec))
     if spec["mode"] != "prepare" and not spec["mode"].endswith(":torch"):
-        import visualbert  # noqa: F401
+        import visualbert
+
+        package = os.path.realpath(os.path.dirname(visualbert.__file__))
+        if package != os.path.realpath(os.path.join(root, "visualbert")):
+            raise SystemExit(f"{spec['mode']}: imported visualbert from {package}, expected the tree {root}")
 
 
 def _prepare(spec):
@@ -193,6 +237,7 @@ def _prepare(spec):
     feed = {k: v for k, v in inputs.items() if k != "labels"}
     with torch.no_grad():
         ref = hf(**{k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in feed.items()}).logits.double().numpy()
+    np.save(os.path.join(work, "reference_logits.npy"), ref)
     with paddle.no_grad():
         ours = model(**{k: paddle.to_tensor(v) for k, v in feed.items()})["logits"].astype("float64").numpy()
     out = {"logits_max_abs_diff": float(np.abs(ref - ours).max()), "hf_dir": hf_dir, "paddle_dir": pd_dir,
@@ -204,6 +249,38 @@ def _prepare(spec):
         out["predictor_max_abs_diff"] = {}
         for name, mkldnn in (("paddle_predictor", False), ("paddle_predictor_onednn", True)):
             logits = Predictor(exported, use_mkldnn=mkldnn).run(feed)["logits"]
+            out["predictor_max_abs_diff"][name] = float(np.abs(logits - ours).max())
+    return out
+
+
+def _prepare_baseline(spec):
+    """The ``--baseline`` tree's side of the preparation, run with that tree's ``visualbert``: loads the checkpoint
+    converted by :func:`_prepare`, checks its logits against the HF reference, and exports ITS OWN predictor model
+    (the exported program is the tree's modeling code traced: the current tree's export would time current code)."""
+    import numpy as np
+    import paddle
+
+    from visualbert.inference import Predictor, export_model
+    from visualbert.modeling import VisualBertForQuestionAnswering
+
+    prep, work = spec["prepared"], spec["work"]
+    model, info = VisualBertForQuestionAnswering.from_pretrained(prep["paddle_dir"], output_loading_info=True)
+    bad = {k: v for k, v in info.items() if v}
+    if bad:
+        raise SystemExit(f"baseline {spec['root']}: the converted checkpoint does not fit its model: {bad}")
+    model.eval()
+    inputs, _ = _load_inputs(work)
+    ref = np.load(os.path.join(work, "reference_logits.npy"))
+    with paddle.no_grad():
+        ours = model(**{k: paddle.to_tensor(v) for k, v in inputs.items()})["logits"].astype("float64").numpy()
+    out = {"logits_max_abs_diff": float(np.abs(ref - ours).max())}
+    if spec["export"]:
+        exported = os.path.join(work, "exported_baseline")
+        export_model(model, exported, ARCH)
+        out["exported"] = exported
+        out["predictor_max_abs_diff"] = {}
+        for name, mkldnn in (("paddle_predictor", False), ("paddle_predictor_onednn", True)):
+            logits = Predictor(exported, use_mkldnn=mkldnn).run(inputs)["logits"]
             out["predictor_max_abs_diff"][name] = float(np.abs(logits - ours).max())
     return out
 
@@ -335,14 +412,21 @@ def _measure(spec):
 def child_main(spec_json):
     spec = json.loads(spec_json)
     _child_setup(spec)
-    result = _prepare(spec) if spec["mode"] == "prepare" else _measure(spec)
+    if spec["mode"] == "prepare":
+        result = _prepare(spec)
+    elif spec["mode"] == "prepare_baseline":
+        result = _prepare_baseline(spec)
+    else:
+        result = _measure(spec)
+    if "visualbert" in sys.modules:  # which copy was timed (a torch or GEMM process imports none)
+        result["visualbert"] = os.path.dirname(sys.modules["visualbert"].__file__)
     print("RESULT " + json.dumps(result), flush=True)
 
 
 # ------------------------------------------------------------------------------------------------ driver
 def run_child(spec, timeout):
     cmd = [sys.executable, os.path.abspath(__file__), "--_child", json.dumps(spec)]
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, PYTHONPATH=spec.get("root", ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     if spec.get("malloc_threshold"):
         env["MALLOC_MMAP_THRESHOLD_"] = env["MALLOC_TRIM_THRESHOLD_"] = str(spec["malloc_threshold"])
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
@@ -409,19 +493,36 @@ def main(args):
         raise SystemExit("the frameworks disagree on the logits: refusing to time them")
     for name, d in prepared.get("predictor_max_abs_diff", {}).items():
         print(f"{name} vs dygraph logits max|Δ|: {d:.2e}", flush=True)
+    prepared_by_tree = {"current": prepared}
+    if args.baseline:
+        side = run_child(dict(base, mode="prepare_baseline", export=export, prepared=prepared, root=args.baseline),
+                         args.timeout)
+        prepared_by_tree["baseline"] = dict(prepared, **side)
+        diff = side["logits_max_abs_diff"]
+        print(f"baseline {args.baseline}: logits max|Δ| torch vs paddle: {diff:.2e}", flush=True)
+        if not diff <= args.tolerance:
+            raise SystemExit("the baseline disagrees with torch on the logits: refusing to time it")
+        for name, d in side.get("predictor_max_abs_diff", {}).items():
+            print(f"baseline {name} (its own export) vs its dygraph logits max|Δ|: {d:.2e}", flush=True)
 
+    # one round: every mode; a Paddle mode as baseline then current (reversed with the round: current, baseline)
+    plan = [(mode, tree) for mode in modes
+            for tree in (("baseline", "current") if args.baseline and mode in PADDLE_MODES else ("current",))]
     raw = []
     for r in range(args.repeat):
-        order = modes if r % 2 == 0 else list(reversed(modes))
-        for mode in order:
+        order = plan if r % 2 == 0 else list(reversed(plan))
+        for mode, tree in order:
             load = _load()
-            result = run_child(dict(base, mode=mode, prepared=prepared), args.timeout)
-            raw.append({"mode": mode, "round": r, "load": load, **result})
-            print(f"round {r} {mode:<30} median {statistics.median(result['times']):8.4f} s  "
+            spec = dict(base, mode=mode, prepared=prepared_by_tree[tree])
+            if tree == "baseline":
+                spec["root"] = args.baseline
+            result = run_child(spec, args.timeout)
+            raw.append({"mode": mode, "tree": tree, "round": r, "load": load, **result})
+            print(f"round {r} {tree:<8} {mode:<30} median {statistics.median(result['times']):8.4f} s  "
                   f"(CPU {statistics.median(result['cpu_times']):8.4f} s)  peak +{result['peak_rss_increase'] / 2**20:.0f} MiB"
                   f"  load {load:.2f}", flush=True)
 
-    results = report(raw, prepared, args, info, modes)
+    results = report(raw, prepared_by_tree, args, info, modes)
     print_table(results, args)
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
@@ -431,20 +532,50 @@ def main(args):
     return results
 
 
-def report(raw, prepared, args, info, modes):
+def report(raw, prepared_by_tree, args, info, modes):
+    """All numbers of the run. With ``--baseline``, ``results["baseline"]`` holds the same keys for the baseline
+    tree (ratios against the same torch and GEMM processes: those run no code of either tree), its raw times, and
+    ``speedup`` = baseline median / current median per Paddle measurement (> 1: the current tree is faster)."""
+    prepared = prepared_by_tree["current"]
     forward_flops, train_flops = model_flops(prepared["hidden"], prepared["intermediate"], args.visual_dim,
                                              args.layers, 3129, args.batch, args.text_len, args.regions)
     results = {"machine": info,
                "config": {k: getattr(args, k) for k in ("batch", "text_len", "regions", "visual_dim", "layers",
                                                         "steps", "warmup", "repeat", "quick",
-                                                        "malloc_threshold")},
-               "logits_max_abs_diff": prepared["logits_max_abs_diff"],
-               "predictor_vs_dygraph_max_abs_diff": prepared.get("predictor_max_abs_diff"),
+                                                        "malloc_threshold", "baseline")},
                "forward_gflop": forward_flops / 1e9, "train_gflop": train_flops / 1e9,
                "load_median": statistics.median([x["load"] for x in raw if x["load"] is not None] or [0.0])}
+    current = [x for x in raw if x["tree"] == "current"]
+    results.update(_section(current, prepared, args, modes, forward_flops, train_flops))
+    if "baseline" in prepared_by_tree:
+        shared = [x for x in current if x["mode"] not in PADDLE_MODES]  # torch, gemm: no code of either tree
+        own = [x for x in raw if x["tree"] == "baseline"]
+        section = _section(shared + own, prepared_by_tree["baseline"], args, modes, forward_flops, train_flops)
+        section["raw"] = own
+        section["tree"] = args.baseline
+        speedup = {}
+        for mode in PADDLE_MODES:
+            kind, name = mode.split(":")
+            group = "inference" if kind == "infer" else "train"
+            b, c = section[group].get(name), results[group].get(name)
+            if b and c:
+                speedup[mode] = {"median": b["median"] / c["median"], "min": b["min"] / c["min"],
+                                 "cpu_median": b["cpu_median"] / c["cpu_median"],
+                                 "peak_rss_current_over_baseline": c["peak_rss_increase"] / max(b["peak_rss_increase"], 1)}
+        section["speedup"] = speedup
+        results["baseline"] = section
+    return results
+
+
+def _section(raw, prepared, args, modes, forward_flops, train_flops):
+    """Summaries and ratios of one tree's measurements (``raw``: its rows and the torch / GEMM rows)."""
+    results = {"logits_max_abs_diff": prepared["logits_max_abs_diff"],
+               "predictor_vs_dygraph_max_abs_diff": prepared.get("predictor_max_abs_diff")}
     by_mode = {}
     for mode in modes:
         rows = [x for x in raw if x["mode"] == mode]
+        if not rows:
+            continue
         times = [t for x in rows for t in x["times"]]
         cpu = [t for x in rows for t in x["cpu_times"]]
         by_mode[mode] = {**summary(times), "cpu_median": statistics.median(cpu),
@@ -521,7 +652,46 @@ def print_table(r, args):
     lines.append(f"forward {r['forward_gflop']:.0f} GFLOP, training step {r['train_gflop']:.0f} GFLOP; logits "
                  f"max|Δ| {r['logits_max_abs_diff']:.1e}; each mode in {args.repeat} fresh process(es), "
                  f"{args.steps} timed steps each; spread = ±half of (max-min)/median")
+    if "baseline" in r:
+        lines += _baseline_table(r, args)
     print("\n".join(lines), flush=True)
+
+
+def _baseline_table(r, args):
+    b = r["baseline"]
+    lines = ["", f"before/after: baseline = {b['tree']}, current = {ROOT}; both timed in alternating fresh processes "
+             "against the same torch processes",
+             "| measurement | baseline median (spread, min) | current median (spread, min) | torch/baseline | "
+             "torch/current | current speedup = baseline/current medians (minimums; CPU time) |",
+             "|---|---|---|---|---|---|"]
+
+    def cell(x):
+        return f"{x['median']:.3f} s (±{x['spread'] * 50:.0f}%, min {x['min']:.3f})"
+
+    def torch_ratio(group, x):
+        t = r[group].get("torch")
+        return f"{t['median'] / x['median']:.2f}" if t else "-"
+
+    for mode in PADDLE_MODES:
+        kind, name = mode.split(":")
+        group = "inference" if kind == "infer" else "train"
+        if mode not in b["speedup"]:
+            continue
+        old, new, sp = b[group][name], r[group][name], b["speedup"][mode]
+        label = (f"inference, batch {args.batch}, {name.replace('_', ' ')}" if kind == "infer"
+                 else "training step fwd+bwd+AdamW")
+        lines.append(f"| {label} | {cell(old)} | {cell(new)} | {torch_ratio(group, old)} | {torch_ratio(group, new)} | "
+                     f"**{sp['median']:.2f}x** ({sp['min']:.2f}; {sp['cpu_median']:.2f}) |")
+    for mode, label in (("infer:paddle", "inference"), ("train:paddle", "training step")):
+        if mode in b["speedup"]:
+            group = "inference" if mode.startswith("infer") else "train"
+            old, new = b[group]["paddle"]["peak_rss_increase"], r[group]["paddle"]["peak_rss_increase"]
+            lines.append(f"| peak RSS increase, {label}, paddle | {old / 2**20:.0f} MiB | {new / 2**20:.0f} MiB | | | "
+                         f"current/baseline {new / max(old, 1):.2f} |")
+    shares = ", ".join(f"{k.replace('gemm_share_', '')} {v * 100:.0f}%" for k, v in b.items() if k.startswith("gemm_share_"))
+    if shares:
+        lines.append(f"baseline GEMM shares: {shares}; baseline logits max|Δ| {b['logits_max_abs_diff']:.1e}")
+    return lines
 
 
 if __name__ == "__main__":
