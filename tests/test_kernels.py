@@ -97,3 +97,133 @@ def test_disabled_by_environment(monkeypatch):
     monkeypatch.setattr(kernels, "_state", {"tried": False, "module": None, "error": None})
     monkeypatch.setenv(kernels.DISABLE_VARIABLE, "0")
     assert kernels.load_cpu_kernels() is None and "disabled" in kernels.status()["error"]
+
+
+# ------------------------------------------------------------------------------------------------ dropout
+def test_dropout_keeps_with_probability_one_minus_p_and_scales(ext):
+    x = paddle.to_tensor(np.random.RandomState(6).uniform(0.5, 2.0, size=(8, 12, 64, 64)).astype(np.float32))
+    n = x.size
+    for p in (0.1, 0.5, 0.9):
+        out = kernels.dropout(x, p).numpy()
+        kept = out != 0
+        # binomial: |kept fraction - (1 - p)| within 5 standard deviations
+        assert abs(kept.mean() - (1 - p)) < 5 * np.sqrt(p * (1 - p) / n)
+        np.testing.assert_allclose(out[kept], x.numpy()[kept] / (1 - p), rtol=1e-6)
+
+
+def test_dropout_draws_are_independent_of_position(ext):
+    """Counter-based hash: neighbouring elements, rows and the two halves of the index must not correlate."""
+    out = kernels.dropout(paddle.ones([1 << 20]), 0.5).numpy() != 0
+    for lag in (1, 2, 8, 64, 1024):
+        a, b = out[:-lag].astype(np.float64), out[lag:].astype(np.float64)
+        assert abs(np.corrcoef(a, b)[0, 1]) < 5 / np.sqrt(a.size), lag
+    counts = out.reshape(1024, 1024).mean(axis=1)  # per-row keep rates spread as binomial(1024, 0.5)
+    assert abs(counts.std() - 0.5 / 32) < 0.004
+
+
+def test_dropout_is_reproducible_from_paddle_generator(ext):
+    x = paddle.ones([4, 1000])
+    paddle.seed(123)
+    first = kernels.dropout(x, 0.3).numpy()
+    state = paddle.get_rng_state()
+    second = kernels.dropout(x, 0.3).numpy()
+    assert (first != second).any()  # a new seed per call
+    paddle.set_rng_state(state)  # what a resumed run restores
+    np.testing.assert_array_equal(kernels.dropout(x, 0.3).numpy(), second)
+    paddle.seed(123)
+    np.testing.assert_array_equal(kernels.dropout(x, 0.3).numpy(), first)
+
+
+def test_dropout_backward_uses_the_forward_mask(ext):
+    x = paddle.to_tensor(np.random.RandomState(7).randn(6, 333).astype(np.float32), stop_gradient=False)
+    upstream = np.random.RandomState(8).randn(6, 333).astype(np.float32)
+    out = kernels.dropout(x, 0.25)
+    (out * paddle.to_tensor(upstream)).sum().backward()
+    kept = out.numpy() != 0
+    np.testing.assert_allclose(x.grad.numpy(), np.where(kept, upstream / 0.75, 0.0), rtol=1e-6, atol=0)
+
+
+def test_dropout_edge_probabilities_use_paddle(ext):
+    x = paddle.ones([10])
+    np.testing.assert_array_equal(kernels.dropout(x, 0.0).numpy(), x.numpy())
+    assert (kernels.dropout(x, 1.0).numpy() == 0).all()
+
+
+# ------------------------------------------------------------------------------------------------ LayerNorm
+def _layer_norm64(x, gamma, beta, eps):
+    x = x.astype(np.float64)
+    mean = x.mean(-1, keepdims=True)
+    rstd = 1.0 / np.sqrt(((x - mean) ** 2).mean(-1, keepdims=True) + eps)
+    return (x - mean) * rstd * gamma + beta, (x - mean) * rstd, rstd
+
+
+def test_layer_norm_forward_and_backward_match_float64_reference(ext):
+    rng = np.random.RandomState(9)
+    x = (rng.randn(3, 7, 96) * 3 + 1.5).astype(np.float32)
+    gamma, beta = rng.randn(96).astype(np.float32), rng.randn(96).astype(np.float32)
+    upstream = rng.randn(3, 7, 96).astype(np.float32)
+    tx, tg, tb = (paddle.to_tensor(a, stop_gradient=False) for a in (x, gamma, beta))
+    out = kernels.layer_norm(tx, tg, tb, 1e-12)
+    (out * paddle.to_tensor(upstream)).sum().backward()
+    ref, xhat, rstd = _layer_norm64(x, gamma.astype(np.float64), beta, 1e-12)
+    assert np.abs(out.numpy() - ref).max() < 1e-5
+    g = upstream.astype(np.float64) * gamma
+    dx = rstd * (g - g.mean(-1, keepdims=True) - xhat * (g * xhat).mean(-1, keepdims=True))
+    assert np.abs(tx.grad.numpy() - dx).max() < 1e-5 * np.abs(dx).max()
+    np.testing.assert_allclose(tg.grad.numpy(), (upstream * xhat).sum((0, 1)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(tb.grad.numpy(), upstream.astype(np.float64).sum((0, 1)), rtol=1e-5, atol=1e-5)
+
+
+def test_layer_norm_matches_paddle_layer(ext):
+    x = paddle.to_tensor(np.random.RandomState(10).randn(5, 64).astype(np.float32))
+    layer = paddle.nn.LayerNorm(64, epsilon=1e-5)
+    np.testing.assert_allclose(kernels.layer_norm(x, layer.weight, layer.bias, 1e-5).numpy(), layer(x).numpy(),
+                               rtol=0, atol=2e-6)
+
+
+# ------------------------------------------------------------------------------------------------ softmax
+def _softmax64(scores, mask):
+    z = scores.astype(np.float64) + mask
+    z = np.exp(z - z.max(-1, keepdims=True))
+    return z / z.sum(-1, keepdims=True)
+
+
+@pytest.mark.parametrize("mask_shape", [(2, 1, 1, 9), (2, 1, 5, 9), (2, 3, 5, 9), (1, 1, 1, 9)])
+def test_masked_softmax_matches_float64_reference(ext, mask_shape):
+    rng = np.random.RandomState(11)
+    scores = (rng.randn(2, 3, 5, 9) * 4).astype(np.float32)
+    mask = np.where(rng.rand(*mask_shape) < 0.3, -10000.0, 0.0).astype(np.float32)
+    mask[..., 0] = 0.0  # every row keeps one position
+    upstream = rng.randn(2, 3, 5, 9).astype(np.float32)
+    t = paddle.to_tensor(scores, stop_gradient=False)
+    probs = kernels.masked_softmax(t, paddle.to_tensor(mask))
+    (probs * paddle.to_tensor(upstream)).sum().backward()
+    ref = _softmax64(scores, mask)
+    assert np.abs(probs.numpy() - ref).max() < 2e-7
+    grad_ref = ref * (upstream - (upstream * ref).sum(-1, keepdims=True))
+    assert np.abs(t.grad.numpy() - grad_ref).max() < 1e-6
+
+
+def test_masked_softmax_rejects_nothing_silently(ext):
+    """A mask whose shape does not broadcast is an error, not a wrong read."""
+    scores = paddle.zeros([2, 3, 5, 9])
+    with pytest.raises(Exception, match="mask dim"):
+        kernels.masked_softmax(scores, paddle.zeros([2, 2, 1, 9]))
+
+
+def test_static_graph_uses_paddle_ops_for_every_kernel(ext):
+    class Block(paddle.nn.Layer):
+        def __init__(self):
+            super().__init__()
+            self.norm = paddle.nn.LayerNorm(9)
+
+        def forward(self, scores, mask):
+            probs = kernels.masked_softmax(scores, mask)
+            return kernels.dropout(kernels.layer_norm(probs, self.norm.weight, self.norm.bias, 1e-12), 0.1)
+
+    block = Block()
+    spec = [paddle.static.InputSpec([None, 3, 5, 9], "float32"), paddle.static.InputSpec([None, 1, 1, 9], "float32")]
+    fn = paddle.jit.to_static(block, input_spec=spec, full_graph=True)
+    fn(paddle.zeros([2, 3, 5, 9]), paddle.zeros([2, 1, 1, 9]))
+    program = str(fn.forward.concrete_program.main_program)
+    assert "visualbert_" not in program and "layer_norm" in program and "softmax" in program

@@ -437,8 +437,38 @@ def test_the_kernel_paths_really_differ_and_are_chosen_at_build():
     assert len(calls) == 1
     np.testing.assert_allclose(fast.numpy(), portable.numpy(), rtol=1e-6)
     mask = paddle.zeros([2, 1, 1, 3])
-    assert VisualBertModel.expand_attention_mask(mask, x, 2, True).shape == [2, 2, 3, 3]
     assert VisualBertModel.expand_attention_mask(mask, x, 2, False).shape == [2, 1, 1, 3]
+    # the C++ softmax reads the mask broadcast; without the extension the CPU path expands it once
+    expected = [2, 1, 1, 3] if modeling.kernels.applies(x) else [2, 2, 3, 3]
+    assert VisualBertModel.expand_attention_mask(mask, x, 2, True).shape == expected
+
+
+def test_cpu_path_runs_the_cpp_kernels_and_the_portable_path_does_not(monkeypatch):
+    """Training step of a tiny model: which of dropout / LayerNorm / masked softmax went through the kernels."""
+    import visualbert.kernels as kernels
+
+    if kernels.load_cpu_kernels() is None:
+        pytest.skip(f"C++ extension not built here: {kernels.status()['error']}")
+    module = kernels._state["module"]
+    used = []
+
+    class Spy:
+        def __getattr__(self, name):
+            used.append(name)
+            return getattr(module, name)
+
+    monkeypatch.setitem(kernels._state, "module", Spy())
+    inputs = make_inputs(tiny_config(), "VisualBertForVisualReasoning", seed=3, with_labels=True)
+    for cpu_kernels in (True, False):
+        used.clear()
+        paddle.seed(0)
+        model = VisualBertForVisualReasoning(tiny_config())
+        model.set_cpu_kernels(cpu_kernels)
+        model.train()
+        model(**{k: paddle.to_tensor(v) for k, v in inputs.items()})["loss"].backward()
+        ops = set(used) - {"visualbert_gelu"}  # GELU takes the kernel on both paths (exact to float32)
+        expected = {"visualbert_dropout", "visualbert_layer_norm", "visualbert_masked_softmax"}
+        assert ops == (expected if cpu_kernels else set()), cpu_kernels
 
 
 def test_model_output_raises_attribute_error_for_a_missing_name():

@@ -1,16 +1,22 @@
 """Faster CPU kernels for the non-GEMM ops of the model, with plain Paddle as the fallback.
 
-Paddle's CPU kernel of the exact (erf) GELU is scalar and single-threaded (measured ~2-3x torch's on the
-BERT-base FFN shape, forward and backward). :func:`gelu` runs a small C++ extension instead
-(``visualbert/csrc/cpu_kernels.cc``: vectorised erf/exp polynomials, OpenMP threads), compiled from source with
+Several of Paddle's CPU kernels on the BERT-base shapes are scalar or single-threaded (paddle 3.3.1, 2 threads,
+batch 8 x 228 tokens, forward + backward, see bench/bench_kernels.py): the exact (erf) GELU (~2-3x torch's),
+dropout (~33 ms per call on the attention probabilities, 17% of a training step), the LayerNorm backward
+(~18 ms, 25x its forward) and softmax (~18 ms on [8, 12, 228, 228]). :func:`gelu`, :func:`dropout`,
+:func:`layer_norm` and :func:`masked_softmax` run a small C++ extension instead
+(``visualbert/csrc/cpu_kernels.cc``: vectorised loops, OpenMP threads), compiled from source with
 ``paddle.utils.cpp_extension`` the first time it is needed on a machine and cached under
 ``$VISUALBERT_KERNELS_DIR`` (default ``~/.cache/visualbert/kernels``). It is used only where it is exact to
 float32 precision and safe: float32 CPU tensors in dygraph mode (``paddle.jit.to_static`` / export keep
 Paddle's op, so exported models need no extension). Anything else, a missing compiler or a failed build
 (one warning), or ``VISUALBERT_CPU_KERNELS=0`` gives ``F.gelu``.
 
-Accuracy (tests/test_kernels.py): |gelu - float64 GELU| < 1.1e-6 over [-10, 10] (Paddle's own float32 kernel
-is 6.5e-7 off on N(0, 1) inputs), gradients likewise.
+Accuracy (tests/test_kernels.py, against float64 references): |gelu - float64 GELU| < 1.1e-6 over [-10, 10]
+(Paddle's own float32 kernel is 6.5e-7 off on N(0, 1) inputs), gradients likewise; LayerNorm and softmax to a
+few float32 ulps. Dropout keeps each element with probability 1 - p (to 2^-24) from a counter-based hash of
+one seed drawn from Paddle's generator per call: as reproducible and resumable as Paddle's own dropout (the
+generator is what checkpoints save), independent of the thread count, but not the same draws.
 """
 
 import hashlib
@@ -42,12 +48,29 @@ def _cpu_flags():
 
 def compile_flags():
     """list[str]: ``-O3 -fopenmp -fno-trapping-math`` (lets the clamps vectorise; results unchanged), plus
-    AVX2/FMA when this CPU has them (the build is per machine)."""
+    AVX2/FMA and AVX-512 when this CPU has them (named explicitly, not ``-march=native``: the flags are part of
+    the build directory's name, so a home directory shared by different CPUs keeps one build per CPU type)."""
     flags = ["-O3", "-fopenmp", "-fno-trapping-math"]
     cpu = _cpu_flags()
     if {"avx2", "fma"} <= cpu:
         flags += ["-mavx2", "-mfma"]
+    if {"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= cpu:  # dropout forward 5.5 -> 2.8 ms (1 thread)
+        flags += ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mprefer-vector-width=512"]
     return flags
+
+
+def link_flags():
+    """list[str]: link the OpenMP runtime Paddle's MKL already runs on (``paddle/libs/libiomp5.so``, which
+    implements GCC's ``GOMP_*`` entry points) instead of libgomp: two OpenMP runtimes in one process each keep
+    their threads spinning after a parallel region (``KMP_BLOCKTIME``, ``GOMP_SPINCOUNT``) and steal the cores
+    from each other's next region (measured: 2-thread kernels slower than 1-thread ones right after a GEMM).
+    libgomp (``-fopenmp``) when Paddle ships no libiomp5."""
+    import paddle
+
+    libs = os.path.join(os.path.dirname(os.path.abspath(paddle.__file__)), "libs")
+    if os.path.exists(os.path.join(libs, "libiomp5.so")):
+        return [f"-L{libs}", "-liomp5", f"-Wl,-rpath,{libs}"]
+    return ["-fopenmp"]
 
 
 def build_directory():
@@ -56,7 +79,7 @@ def build_directory():
 
     with open(SOURCE, "rb") as f:
         digest = hashlib.sha256(f.read())
-    digest.update(" ".join(compile_flags()).encode())
+    digest.update(" ".join(compile_flags() + link_flags()).encode())
     digest.update(paddle.__version__.encode())
     root = os.environ.get(DIR_VARIABLE) or os.path.join(os.path.expanduser("~"), ".cache", "visualbert", "kernels")
     return os.path.join(root, digest.hexdigest()[:16])
@@ -93,7 +116,7 @@ def load_cpu_kernels():
                     contextlib.redirect_stderr(quiet), _quiet_logging(), _quiet_fds():
                 fcntl.flock(lock, fcntl.LOCK_EX)  # one build per machine, other processes wait for it
                 _state["module"] = load(name=EXTENSION_NAME, sources=[SOURCE], extra_cxx_cflags=compile_flags(),
-                                        extra_ldflags=["-fopenmp"], build_directory=directory, verbose=False)
+                                        extra_ldflags=link_flags(), build_directory=directory, verbose=False)
         except Exception as err:  # no compiler, no headers, ...: plain Paddle kernels
             _state["error"] = f"{type(err).__name__}: {err}"
             logger.warning("visualbert CPU kernels unavailable, using Paddle's (%s)", _state["error"])
@@ -144,7 +167,17 @@ def _use_extension(x):
     import paddle
 
     return (paddle.in_dynamic_mode() and x.dtype == paddle.float32 and x.place.is_cpu_place()
-            and load_cpu_kernels() is not None)
+            and _contiguous(x) and load_cpu_kernels() is not None)
+
+
+def _contiguous(x):
+    # the kernels read raw buffers: a strided view (possible with FLAGS_use_stride_kernel on) takes Paddle's op
+    return x.is_contiguous() if hasattr(x, "is_contiguous") else True
+
+
+def applies(x):
+    """bool: the C++ kernels would run on ``x`` (float32, CPU, dygraph, extension available)."""
+    return _use_extension(x)
 
 
 def gelu(x):
@@ -163,4 +196,64 @@ def gelu(x):
     return F.gelu(x, approximate=False)
 
 
-__all__ = ["gelu", "load_cpu_kernels", "status", "build_directory", "compile_flags"]
+def dropout(x, p):
+    """Inverted dropout in training (``F.dropout(x, p, training=True)``, mode ``upscale_in_train``): each element
+    is kept with probability ``1 - p`` and scaled by ``1 / (1 - p)``.
+
+    Args:
+        x (paddle.Tensor): any shape.
+        p (float): drop probability in [0, 1].
+
+    Returns:
+        paddle.Tensor: same shape and dtype (differentiable).
+    """
+    import paddle
+
+    if 0.0 < p < 1.0 and _use_extension(x):
+        # 62 bits from Paddle's generator (what checkpoints save); randint's bounds are int32
+        seed = paddle.randint(0, 2**31 - 1, [2], dtype="int64")
+        return _state["module"].visualbert_dropout(x, seed, float(p))[0]
+    import paddle.nn.functional as F
+
+    return F.dropout(x, p, training=True)
+
+
+def layer_norm(x, weight, bias, epsilon):
+    """LayerNorm over the last axis (``F.layer_norm(x, x.shape[-1:], weight, bias, epsilon)``).
+
+    Args:
+        x (paddle.Tensor): float [..., H].
+        weight (paddle.Tensor): float [H].
+        bias (paddle.Tensor): float [H].
+        epsilon (float): added to the variance.
+
+    Returns:
+        paddle.Tensor: float [..., H] (differentiable in all three tensors).
+    """
+    if _use_extension(x) and weight is not None and bias is not None and _contiguous(weight) and _contiguous(bias):
+        return _state["module"].visualbert_layer_norm(x, weight, bias, float(epsilon))[0]
+    import paddle.nn.functional as F
+
+    return F.layer_norm(x, x.shape[-1:], weight=weight, bias=bias, epsilon=epsilon)
+
+
+def masked_softmax(scores, mask):
+    """``softmax(scores + mask)`` over the last axis, the mask read broadcast (never expanded).
+
+    Args:
+        scores (paddle.Tensor): float [B, heads, Lq, Lk].
+        mask (paddle.Tensor): additive float [B | 1, heads | 1, Lq | 1, Lk] (0 keep, large negative drop).
+
+    Returns:
+        paddle.Tensor: float [B, heads, Lq, Lk] probabilities (differentiable in ``scores``; the mask gets
+        no gradient).
+    """
+    import paddle.nn.functional as F
+
+    if _use_extension(scores) and mask.dtype == scores.dtype and mask.ndim == 4 and _contiguous(mask):
+        return _state["module"].visualbert_masked_softmax(scores, mask)
+    return F.softmax(scores + mask, axis=-1)
+
+
+__all__ = ["applies", "gelu", "dropout", "layer_norm", "masked_softmax", "load_cpu_kernels", "status",
+           "build_directory", "compile_flags", "link_flags"]

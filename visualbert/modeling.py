@@ -96,7 +96,22 @@ def _dropout(layer, x):
     """``layer(x)`` for an ``nn.Dropout``, skipped entirely when it would be the identity."""
     if not layer.training or layer.p == 0:
         return x
+    if layer.cpu_kernels and layer.mode == "upscale_in_train" and layer.axis is None:
+        return kernels.dropout(x, layer.p)
     return layer(x)
+
+
+class LayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm`` over the last axis (same parameters and names) whose CPU path is the C++ kernel
+    (:func:`visualbert.kernels.layer_norm`: Paddle's CPU backward is ~25x its forward). A layer, not a function,
+    so that hooks registered on it still run."""
+
+    cpu_kernels = False  # set per model by VisualBertPreTrainedModel.set_cpu_kernels
+
+    def forward(self, x):
+        if self.cpu_kernels:
+            return kernels.layer_norm(x, self.weight, self.bias, self._epsilon)
+        return super().forward(x)
 
 
 class ModelOutput(OrderedDict):
@@ -169,7 +184,7 @@ class VisualBertEmbeddings(nn.Layer):
         self.visual_token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.visual_position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.visual_projection = nn.Linear(config.visual_embedding_dim, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps)
+        self.LayerNorm = LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids, token_type_ids=None, position_ids=None, visual_embeds=None,
@@ -269,16 +284,19 @@ class VisualBertSelfAttention(nn.Layer):
         if self.fused_attention and not output_attentions:
             return self._fused_forward(hidden_states, attention_mask, batch, length), None
         qkv = self._project_qkv(hidden_states, batch, length, query_scale=scale).transpose([2, 0, 3, 1, 4])
-        query, key, value = qkv[0], qkv[1], qkv[2]
+        query, key, value = paddle.unbind(qkv, axis=0)  # one stack in the backward, not 3 zero-filled slices
         scores = paddle.matmul(query, key, transpose_y=True)
-        if attention_mask is not None:
-            if attention_mask.dtype != scores.dtype:  # AMP: fp16/bf16 scores, fp32 mask
-                attention_mask = attention_mask.astype(scores.dtype)
-            if attention_mask.shape[1] == 1 or attention_mask.shape[2] == 1 or not paddle.in_dynamic_mode():
-                scores = scores + attention_mask
-            else:
-                scores = scores.add_(attention_mask)
-        probs = F.softmax(scores, axis=-1)
+        if attention_mask is not None and self.cpu_kernels and kernels.applies(scores):
+            probs = kernels.masked_softmax(scores, attention_mask)  # the mask is read broadcast, never expanded
+        else:
+            if attention_mask is not None:
+                if attention_mask.dtype != scores.dtype:  # AMP: fp16/bf16 scores, fp32 mask
+                    attention_mask = attention_mask.astype(scores.dtype)
+                if attention_mask.shape[1] == 1 or attention_mask.shape[2] == 1 or not paddle.in_dynamic_mode():
+                    scores = scores + attention_mask
+                else:
+                    scores = scores.add_(attention_mask)
+            probs = F.softmax(scores, axis=-1)
         context = paddle.matmul(_dropout(self.dropout, probs), value)
         context = context.transpose([0, 2, 1, 3]).reshape([batch, length, self.all_head_size])
         return context, (probs if output_attentions else None)
@@ -304,7 +322,7 @@ class VisualBertDenseAddNorm(nn.Layer):
     def __init__(self, config, input_size):
         super().__init__()
         self.dense = nn.Linear(input_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps)
+        self.LayerNorm = LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states, input_tensor):
@@ -593,7 +611,7 @@ class VisualBertModel(VisualBertPreTrainedModel):
         """[B, 1, 1, L] additive mask → [B, heads, L, L], once per forward, so that every layer adds it in place
         with a same-shape kernel (Paddle's broadcasting add is ~5x slower on CPU; 12 of them cost far more than
         this one expand). Kept broadcast on GPU, where the broadcast add is fused and memory matters more."""
-        if mask is None or not cpu_kernels:
+        if mask is None or not cpu_kernels or kernels.applies(hidden_states):  # the C++ softmax broadcasts it
             return mask
         dims = _dims(hidden_states)
         return paddle.expand(mask, [dims[0], num_heads, dims[1], dims[1]])
@@ -635,7 +653,7 @@ class VisualBertPredictionHeadTransform(nn.Layer):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
         self.act = ACT2FN[config.hidden_act]
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps)
+        self.LayerNorm = LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps)
 
     def forward(self, hidden_states):
         return self.LayerNorm(self.act(_apply_linear(self.dense, hidden_states)))
