@@ -255,5 +255,28 @@ def masked_softmax(scores, mask):
     return F.softmax(scores + mask, axis=-1)
 
 
-__all__ = ["applies", "gelu", "dropout", "layer_norm", "masked_softmax", "load_cpu_kernels", "status",
+def bert_adam_(param, grad, next_m, next_v, lr, beta1, beta2, epsilon, weight_decay, clip_norm):
+    """One BertAdam update in place, in one pass (the C++ kernel); see :class:`visualbert.optim.BertAdam`.
+
+    Args:
+        param, grad, next_m, next_v (paddle.Tensor): float32 CPU tensors of one shape; ``param``, ``next_m`` and
+            ``next_v`` are updated in place.
+        lr (float): the scheduled learning rate of this step.
+        beta1, beta2, epsilon, weight_decay (float): BertAdam's hyperparameters (decay 0: none).
+        clip_norm (float): per-tensor gradient clipping to this L2 norm (<= 0: none).
+
+    Returns:
+        bool: False when the kernel does not apply (then nothing was changed and the caller updates).
+    """
+    tensors = (param, grad, next_m, next_v)
+    if not all(_use_extension(t) for t in tensors) or len({tuple(t.shape) for t in tensors}) != 1:
+        return False
+    # detach(): the same storage, without the leaf-parameter check that forbids in-place ops on it
+    _state["module"].visualbert_bert_adam_(param.detach(), grad, next_m, next_v, float(lr), float(beta1),
+                                           1.0 - float(beta1), float(beta2), 1.0 - float(beta2), float(epsilon),
+                                           float(weight_decay), float(clip_norm))
+    return True
+
+
+__all__ = ["applies", "bert_adam_", "gelu", "dropout", "layer_norm", "masked_softmax", "load_cpu_kernels", "status",
            "build_directory", "compile_flags", "link_flags"]

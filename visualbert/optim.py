@@ -27,6 +27,8 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple
 import numpy as np
 import paddle
 
+from . import kernels
+
 STATE_FORMAT = "bertadam-v1"
 # Substrings of the original's no_decay list (model_wrapper.initialize_opimizer).
 ORIGINAL_NO_DECAY = ("bias", "LayerNorm.bias", "LayerNorm.weight")
@@ -182,16 +184,22 @@ class BertAdam:
             if state is None:
                 state = self.state[name] = {"step": 0, "next_m": paddle.zeros(weight.shape, "float32"),
                                             "next_v": paddle.zeros(weight.shape, "float32")}
+            decay = self.weight_decay[name]
+            lr_scheduled = self.learning_rate * self.schedule(state["step"])
+            if kernels.bert_adam_(weight, grad, state["next_m"], state["next_v"], lr_scheduled, self.b1, self.b2,
+                                  self.e, decay, self.max_grad_norm):  # CPU: the same update in one C++ pass
+                if master is not None:
+                    paddle.assign(master.astype(param.dtype), output=param)
+                state["step"] += 1
+                continue
             if self.max_grad_norm > 0:
                 norm = paddle.sqrt(paddle.sum(grad * grad))
                 grad = grad * paddle.clip(self.max_grad_norm / (norm + _CLIP_EPS), max=1.0)
             next_m = state["next_m"] * self.b1 + grad * (1.0 - self.b1)
             next_v = state["next_v"] * self.b2 + grad * grad * (1.0 - self.b2)
             update = next_m / (paddle.sqrt(next_v) + self.e)
-            decay = self.weight_decay[name]
             if decay > 0.0:
                 update = update + weight * decay
-            lr_scheduled = self.learning_rate * self.schedule(state["step"])
             new_weight = weight - update * lr_scheduled
             state["next_m"], state["next_v"] = next_m, next_v
             state["step"] += 1
