@@ -227,3 +227,24 @@ def test_static_graph_uses_paddle_ops_for_every_kernel(ext):
     fn(paddle.zeros([2, 3, 5, 9]), paddle.zeros([2, 1, 1, 9]))
     program = str(fn.forward.concrete_program.main_program)
     assert "visualbert_" not in program and "layer_norm" in program and "softmax" in program
+
+
+# ------------------------------------------------------------------------------------------------ attention heads
+def test_split_and_merge_heads_are_the_transposes_forward_and_backward(ext):
+    rng = np.random.RandomState(12)
+    qkv = rng.randn(2, 5, 3, 4, 6).astype(np.float32)
+    upstream = [rng.randn(2, 4, 5, 6).astype(np.float32) for _ in range(3)]
+    t = paddle.to_tensor(qkv, stop_gradient=False)
+    heads = kernels.split_heads(t)
+    for part, head in enumerate(heads):  # numpy's transpose is the reference
+        np.testing.assert_array_equal(head.numpy(), qkv[:, :, part].transpose(0, 2, 1, 3))
+    sum(paddle.sum(h * paddle.to_tensor(u)) for h, u in zip(heads, upstream)).backward()
+    expected = np.stack([u.transpose(0, 2, 1, 3) for u in upstream], axis=2)
+    np.testing.assert_array_equal(t.grad.numpy(), expected)
+
+    context = paddle.to_tensor(upstream[0], stop_gradient=False)
+    merged = kernels.merge_heads(context)
+    np.testing.assert_array_equal(merged.numpy(), upstream[0].transpose(0, 2, 1, 3).reshape(2, 5, 24))
+    grad = rng.randn(2, 5, 24).astype(np.float32)
+    (merged * paddle.to_tensor(grad)).sum().backward()
+    np.testing.assert_array_equal(context.grad.numpy(), grad.reshape(2, 5, 4, 6).transpose(0, 2, 1, 3))

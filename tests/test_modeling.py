@@ -467,7 +467,8 @@ def test_cpu_path_runs_the_cpp_kernels_and_the_portable_path_does_not(monkeypatc
         model.train()
         model(**{k: paddle.to_tensor(v) for k, v in inputs.items()})["loss"].backward()
         ops = set(used) - {"visualbert_gelu"}  # GELU takes the kernel on both paths (exact to float32)
-        expected = {"visualbert_dropout", "visualbert_layer_norm", "visualbert_masked_softmax"}
+        expected = {"visualbert_dropout", "visualbert_layer_norm", "visualbert_masked_softmax", "visualbert_split_heads",
+                    "visualbert_merge_heads"}
         assert ops == (expected if cpu_kernels else set()), cpu_kernels
 
 

@@ -255,6 +255,38 @@ def masked_softmax(scores, mask):
     return F.softmax(scores + mask, axis=-1)
 
 
+def split_heads(qkv):
+    """Q, K and V per head from the packed output of the one Q/K/V GEMM.
+
+    Args:
+        qkv (paddle.Tensor): float [B, L, 3, heads, d].
+
+    Returns:
+        tuple[paddle.Tensor, paddle.Tensor, paddle.Tensor]: query, key, value, each float [B, heads, L, d]
+        (differentiable; all three must be used).
+    """
+    if _use_extension(qkv):
+        return tuple(_state["module"].visualbert_split_heads(qkv))
+    import paddle
+
+    return tuple(paddle.unbind(qkv.transpose([2, 0, 3, 1, 4]), axis=0))
+
+
+def merge_heads(context):
+    """[B, heads, L, d] → [B, L, heads * d] (the inverse of the head split, for the attention's output).
+
+    Args:
+        context (paddle.Tensor): float [B, heads, L, d].
+
+    Returns:
+        paddle.Tensor: float [B, L, heads * d] (differentiable).
+    """
+    if _use_extension(context):
+        return _state["module"].visualbert_merge_heads(context)
+    batch, heads, length, size = context.shape
+    return context.transpose([0, 2, 1, 3]).reshape([batch, length, heads * size])
+
+
 def bert_adam_(param, grad, next_m, next_v, lr, beta1, beta2, epsilon, weight_decay, clip_norm):
     """One BertAdam update in place, in one pass (the C++ kernel); see :class:`visualbert.optim.BertAdam`.
 
@@ -278,5 +310,5 @@ def bert_adam_(param, grad, next_m, next_v, lr, beta1, beta2, epsilon, weight_de
     return True
 
 
-__all__ = ["applies", "bert_adam_", "gelu", "dropout", "layer_norm", "masked_softmax", "load_cpu_kernels", "status",
+__all__ = ["applies", "bert_adam_", "split_heads", "merge_heads", "gelu", "dropout", "layer_norm", "masked_softmax", "load_cpu_kernels", "status",
            "build_directory", "compile_flags", "link_flags"]

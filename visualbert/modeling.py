@@ -283,10 +283,14 @@ class VisualBertSelfAttention(nn.Layer):
         scale = 1.0 / math.sqrt(self.attention_head_size)
         if self.fused_attention and not output_attentions:
             return self._fused_forward(hidden_states, attention_mask, batch, length), None
-        qkv = self._project_qkv(hidden_states, batch, length, query_scale=scale).transpose([2, 0, 3, 1, 4])
-        query, key, value = paddle.unbind(qkv, axis=0)  # one stack in the backward, not 3 zero-filled slices
+        qkv = self._project_qkv(hidden_states, batch, length, query_scale=scale)
+        fast = self.cpu_kernels and kernels.applies(qkv)
+        if fast:
+            query, key, value = kernels.split_heads(qkv)  # one copy, not a transpose and an unbind
+        else:  # unbind: one stack in the backward, not 3 zero-filled slices
+            query, key, value = paddle.unbind(qkv.transpose([2, 0, 3, 1, 4]), axis=0)
         scores = paddle.matmul(query, key, transpose_y=True)
-        if attention_mask is not None and self.cpu_kernels and kernels.applies(scores):
+        if attention_mask is not None and fast:
             probs = kernels.masked_softmax(scores, attention_mask)  # the mask is read broadcast, never expanded
         else:
             if attention_mask is not None:
@@ -298,7 +302,10 @@ class VisualBertSelfAttention(nn.Layer):
                     scores = scores.add_(attention_mask)
             probs = F.softmax(scores, axis=-1)
         context = paddle.matmul(_dropout(self.dropout, probs), value)
-        context = context.transpose([0, 2, 1, 3]).reshape([batch, length, self.all_head_size])
+        if fast:
+            context = kernels.merge_heads(context)
+        else:
+            context = context.transpose([0, 2, 1, 3]).reshape([batch, length, self.all_head_size])
         return context, (probs if output_attentions else None)
 
     def _fused_forward(self, hidden_states, attention_mask, batch, length):

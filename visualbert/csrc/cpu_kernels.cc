@@ -258,6 +258,54 @@ __attribute__((optimize("fp-contract=off"))) void bert_adam_update(
   }
 }
 
+// ---------------------------------------------------------------------------------------------- attention heads
+// [B, L, 3, heads, d] (the one Q/K/V GEMM's output) <-> three [B, heads, L, d]; [B, heads, L, d] <-> [B, L, heads * d].
+// One copy of d floats per (token, head) instead of a transpose and an unbind (or a transpose and a reshape).
+// Row r of the packed layout is (b, l, part, h); its row in head tensor `part` is (b, h, l).
+inline int64_t head_row(int64_t r, int64_t l, int64_t heads, int64_t* part) {
+  const int64_t h = r % heads, p = (r / heads) % 3, li = (r / (3 * heads)) % l, bi = r / (3 * heads * l);
+  *part = p;
+  return (bi * heads + h) * l + li;
+}
+
+void split_heads(const float* qkv, float* const out[3], int64_t b, int64_t l, int64_t heads, int64_t d) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < b * l * 3 * heads; ++r) {
+    int64_t part;
+    const int64_t row = head_row(r, l, heads, &part);
+    std::memcpy(out[part] + row * d, qkv + r * d, d * sizeof(float));
+  }
+}
+
+void split_heads_backward(const float* const grad_heads[3], float* grad_qkv, int64_t b, int64_t l, int64_t heads,
+                          int64_t d) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < b * l * 3 * heads; ++r) {
+    int64_t part;
+    const int64_t row = head_row(r, l, heads, &part);
+    std::memcpy(grad_qkv + r * d, grad_heads[part] + row * d, d * sizeof(float));
+  }
+}
+
+// Row r of [B, L, heads] is (b, l, h); its row in [B, heads, L] is (b, h, l).
+inline int64_t per_head_row(int64_t r, int64_t l, int64_t heads) {
+  const int64_t h = r % heads, li = (r / heads) % l, bi = r / (heads * l);
+  return (bi * heads + h) * l + li;
+}
+
+void merge_heads(const float* context, float* merged, int64_t b, int64_t l, int64_t heads, int64_t d) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < b * l * heads; ++r)
+    std::memcpy(merged + r * d, context + per_head_row(r, l, heads) * d, d * sizeof(float));
+}
+
+void merge_heads_backward(const float* grad_merged, float* grad_context, int64_t b, int64_t l, int64_t heads,
+                          int64_t d) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < b * l * heads; ++r)
+    std::memcpy(grad_context + per_head_row(r, l, heads) * d, grad_merged + r * d, d * sizeof(float));
+}
+
 }  // namespace
 
 std::vector<paddle::Tensor> GeluForward(const paddle::Tensor& x) {
@@ -448,3 +496,73 @@ PD_BUILD_OP(visualbert_bert_adam_)
     .Attrs({"lr: float", "beta1: float", "one_minus_beta1: float", "beta2: float", "one_minus_beta2: float",
             "epsilon: float", "weight_decay: float", "clip_norm: float"})
     .SetKernelFn(PD_KERNEL(BertAdamStep));
+
+std::vector<paddle::Tensor> SplitHeadsForward(const paddle::Tensor& qkv) {
+  check_cpu_float32(qkv, "visualbert_split_heads");
+  const auto& s = qkv.shape();
+  PD_CHECK(s.size() == 5 && s[2] == 3, "visualbert_split_heads: [B, L, 3, heads, d] expected");
+  std::vector<paddle::Tensor> outs;
+  for (int i = 0; i < 3; ++i) outs.push_back(paddle::empty({s[0], s[3], s[1], s[4]}, qkv.dtype(), qkv.place()));
+  float* const heads[3] = {outs[0].data<float>(), outs[1].data<float>(), outs[2].data<float>()};
+  split_heads(qkv.data<float>(), heads, s[0], s[1], s[3], s[4]);
+  return outs;
+}
+
+std::vector<paddle::Tensor> SplitHeadsBackward(const paddle::Tensor& dq, const paddle::Tensor& dk,
+                                               const paddle::Tensor& dv) {
+  const auto& s = dq.shape();  // [B, heads, L, d]
+  auto grad = paddle::empty({s[0], s[2], 3, s[1], s[3]}, dq.dtype(), dq.place());
+  const float* const grads[3] = {dq.data<float>(), dk.data<float>(), dv.data<float>()};
+  split_heads_backward(grads, grad.data<float>(), s[0], s[2], s[1], s[3]);
+  return {grad};
+}
+
+std::vector<std::vector<int64_t>> SplitHeadsInferShape(const std::vector<int64_t>& s) {
+  const std::vector<int64_t> head = {s[0], s[3], s[1], s[4]};
+  return {head, head, head};
+}
+
+std::vector<paddle::DataType> SplitHeadsInferDtype(const paddle::DataType& x) { return {x, x, x}; }
+
+PD_BUILD_OP(visualbert_split_heads)
+    .Inputs({"QKV"})
+    .Outputs({"Q", "K", "V"})
+    .SetKernelFn(PD_KERNEL(SplitHeadsForward))
+    .SetInferShapeFn(PD_INFER_SHAPE(SplitHeadsInferShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(SplitHeadsInferDtype));
+
+PD_BUILD_GRAD_OP(visualbert_split_heads)
+    .Inputs({paddle::Grad("Q"), paddle::Grad("K"), paddle::Grad("V")})
+    .Outputs({paddle::Grad("QKV")})
+    .SetKernelFn(PD_KERNEL(SplitHeadsBackward));
+
+std::vector<paddle::Tensor> MergeHeadsForward(const paddle::Tensor& context) {
+  check_cpu_float32(context, "visualbert_merge_heads");
+  const auto& s = context.shape();
+  PD_CHECK(s.size() == 4, "visualbert_merge_heads: [B, heads, L, d] expected");
+  auto out = paddle::empty({s[0], s[2], s[1] * s[3]}, context.dtype(), context.place());
+  merge_heads(context.data<float>(), out.data<float>(), s[0], s[2], s[1], s[3]);
+  return {out};
+}
+
+std::vector<paddle::Tensor> MergeHeadsBackward(const paddle::Tensor& context, const paddle::Tensor& grad_out) {
+  const auto& s = context.shape();
+  auto grad = paddle::empty(s, context.dtype(), context.place());
+  merge_heads_backward(grad_out.data<float>(), grad.data<float>(), s[0], s[2], s[1], s[3]);
+  return {grad};
+}
+
+std::vector<std::vector<int64_t>> MergeHeadsInferShape(const std::vector<int64_t>& s) {
+  return {{s[0], s[2], s[1] * s[3]}};
+}
+
+PD_BUILD_OP(visualbert_merge_heads)
+    .Inputs({"Context"})
+    .Outputs({"Out"})
+    .SetKernelFn(PD_KERNEL(MergeHeadsForward))
+    .SetInferShapeFn(PD_INFER_SHAPE(MergeHeadsInferShape));
+
+PD_BUILD_GRAD_OP(visualbert_merge_heads)
+    .Inputs({"Context", paddle::Grad("Out")})
+    .Outputs({paddle::Grad("Context")})
+    .SetKernelFn(PD_KERNEL(MergeHeadsBackward));
