@@ -1,20 +1,26 @@
-"""Faster CPU kernels for the non-GEMM ops of the model, with plain Paddle as the fallback.
+"""Faster CPU kernels for the non-GEMM ops of the model and for the BertAdam update, with plain Paddle as the
+fallback.
 
 Several of Paddle's CPU kernels on the BERT-base shapes are scalar or single-threaded (paddle 3.3.1, 2 threads,
-batch 8 x 228 tokens, forward + backward, see bench/bench_kernels.py): the exact (erf) GELU (~2-3x torch's),
-dropout (~33 ms per call on the attention probabilities, 17% of a training step), the LayerNorm backward
-(~18 ms, 25x its forward) and softmax (~18 ms on [8, 12, 228, 228]). :func:`gelu`, :func:`dropout`,
-:func:`layer_norm` and :func:`masked_softmax` run a small C++ extension instead
-(``visualbert/csrc/cpu_kernels.cc``: vectorised loops, OpenMP threads), compiled from source with
-``paddle.utils.cpp_extension`` the first time it is needed on a machine and cached under
-``$VISUALBERT_KERNELS_DIR`` (default ``~/.cache/visualbert/kernels``). It is used only where it is exact to
-float32 precision and safe: float32 CPU tensors in dygraph mode (``paddle.jit.to_static`` / export keep
-Paddle's op, so exported models need no extension). Anything else, a missing compiler or a failed build
-(one warning), or ``VISUALBERT_CPU_KERNELS=0`` gives ``F.gelu``.
+batch 8 x 228 tokens, see bench/bench_kernels.py): the exact (erf) GELU (~2-3x torch's), dropout (~33 ms per
+call on the attention probabilities, 17% of a training step), the LayerNorm backward (~18 ms, 25x its
+forward), softmax (~18 ms on [8, 12, 228, 228]), the transposes that split and merge the attention heads, and
+BertAdam as ~15 tensor ops per parameter (2 s per step for 114M parameters). :func:`gelu`, :func:`dropout`,
+:func:`layer_norm`, :func:`masked_softmax`, :func:`split_heads` / :func:`merge_heads` and :func:`bert_adam_`
+run a small C++ extension instead (``visualbert/csrc/cpu_kernels.cc``: vectorised loops, OpenMP threads on
+the runtime Paddle's MKL uses), compiled from source with ``paddle.utils.cpp_extension`` the first time it is
+needed on a machine and cached under ``$VISUALBERT_KERNELS_DIR`` (default ``~/.cache/visualbert/kernels``).
+They are used only where they are exact to float32 precision and safe: contiguous float32 CPU tensors in
+dygraph mode, on the model's CPU path (``paddle.jit.to_static`` / export keep Paddle's ops, so exported models
+need no extension; the portable path that a GPU runs never calls them). Anything else, a missing compiler or a
+failed build (one warning), or ``VISUALBERT_CPU_KERNELS=0`` gives Paddle's ops.
 
 Accuracy (tests/test_kernels.py, against float64 references): |gelu - float64 GELU| < 1.1e-6 over [-10, 10]
 (Paddle's own float32 kernel is 6.5e-7 off on N(0, 1) inputs), gradients likewise; LayerNorm and softmax to a
-few float32 ulps. Dropout keeps each element with probability 1 - p (to 2^-24) from a counter-based hash of
+few float32 ulps; the head split/merge are exact copies; BertAdam performs the same float32 operations as the
+tensor-op path (tests/test_optim.py checks both against the original). Softmax and exp flush results below
+float32's normal range to 0 (as an exact exp of a masked score is): denormal probabilities made every later
+GEMM ~10x slower. Dropout keeps each element with probability 1 - p (to 2^-24) from a counter-based hash of
 one seed drawn from Paddle's generator per call: as reproducible and resumable as Paddle's own dropout (the
 generator is what checkpoints save), independent of the thread count, but not the same draws.
 """
