@@ -56,17 +56,22 @@ class LoaderWorkerError(RuntimeError):
         self.worker_traceback = worker_traceback
 
 
-def _to_tensors(batch):
+def _to_tensors(batch, on_cpu=None):
     import paddle
 
+    from .collate import _to_paddle
+
+    if on_cpu is None:
+        on_cpu = paddle.device.get_device() == "cpu"
     if isinstance(batch, np.ndarray):
-        return paddle.to_tensor(batch)
+        # a worker's batch arrives as arrays of this process: on CPU shared with the Tensor (DLPack), not copied
+        return _to_paddle(batch, paddle, on_cpu)
     if isinstance(batch, dict):
-        return {k: _to_tensors(v) for k, v in batch.items()}
+        return {k: _to_tensors(v, on_cpu) for k, v in batch.items()}
     if isinstance(batch, list):
-        return [_to_tensors(v) for v in batch]
+        return [_to_tensors(v, on_cpu) for v in batch]
     if isinstance(batch, tuple):
-        return tuple(_to_tensors(v) for v in batch)
+        return tuple(_to_tensors(v, on_cpu) for v in batch)
     return batch
 
 
