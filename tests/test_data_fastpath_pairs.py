@@ -233,3 +233,31 @@ def test_build_dataset_pretokenizes_into_the_cache(nlvr2, tmp_path, monkeypatch)
         np.testing.assert_array_equal(third[i]["input_ids"], plain[i]["input_ids"])
     with np.load(path) as data:
         assert len(data["offsets"]) == len({str(r["sentence"]) for r in plain.rows}) + 1
+
+
+def _our_shared_files():
+    import glob
+
+    return glob.glob(f"/dev/shm/visualbert-loader-{os.getpid()}-*")
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="no /dev/shm: batches travel through the pipe (tested above)")
+def test_worker_batches_through_shared_memory_equal_and_leave_no_file(monkeypatch):
+    monkeypatch.setattr("visualbert.data.loader.SHARED_MIN_BYTES", 0)  # every array through a file
+    ds = _Samples(12)
+    batches = [[0, 3, 5], [1, 2], [9, 8, 7, 6], [4], [10, 11]]
+    plain = list(BatchLoader(ds, batches, Collator(), num_workers=0))
+    for to_tensor in (True, False):
+        shared = list(BatchLoader(ds, batches, Collator(), num_workers=2, to_tensor=to_tensor))
+        for a, b in zip(plain, shared):
+            for key in a:
+                got = b[key].numpy() if to_tensor else b[key]
+                assert isinstance(got, np.ndarray) and a[key].numpy().dtype == got.dtype, key
+                np.testing.assert_array_equal(a[key].numpy(), got, err_msg=key)
+        assert _our_shared_files() == []  # mapped and removed as they arrived
+    loader = BatchLoader(ds, batches * 20, Collator(), num_workers=2, prefetch=3)
+    for i, _ in enumerate(loader):
+        if i == 1:
+            break  # batches in flight are dropped
+    del loader
+    assert _our_shared_files() == []
