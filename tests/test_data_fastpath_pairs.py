@@ -261,3 +261,25 @@ def test_worker_batches_through_shared_memory_equal_and_leave_no_file(monkeypatc
             break  # batches in flight are dropped
     del loader
     assert _our_shared_files() == []
+
+
+def test_full_shared_memory_falls_back_to_the_pipe(monkeypatch, tmp_path):
+    monkeypatch.setattr("visualbert.data.loader.SHARED_MIN_BYTES", 0)
+    monkeypatch.setattr("visualbert.data.loader.SHARED_MEMORY_DIR", str(tmp_path))
+    real_write = os.write
+
+    def full(fd, data):  # in the workers: every write to a batch file fails as on a full tmpfs
+        if os.readlink(f"/proc/self/fd/{fd}").startswith(str(tmp_path)):
+            raise OSError(28, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", full)
+    ds = _Samples(6)
+    batches = [[0, 1], [2, 3, 4], [5]]
+    plain = list(BatchLoader(ds, batches, Collator(), num_workers=0))
+    got = list(BatchLoader(ds, batches, Collator(), num_workers=2))
+    monkeypatch.undo()
+    for a, b in zip(plain, got):
+        for key in a:
+            np.testing.assert_array_equal(a[key].numpy(), b[key].numpy(), err_msg=key)
+    assert os.listdir(tmp_path) == []

@@ -97,15 +97,18 @@ def _rebias_works():
     return np.multiply(smallest, _HALF_REBIAS)[0] == np.float32(2.0 ** -37)
 
 
-def widen_float16(src, out):
+def widen_float16(src, out, rebias_works=None):
     """Writes ``src`` (float16 [..]) into ``out`` (float32, the same shape), exactly as ``out[...] = src``.
 
     Args:
         src (np.ndarray): float16.
         out (np.ndarray): float32, C-contiguous (e.g. a batch slice ``visual_embeds[b, :r]``).
+        rebias_works (bool, optional): :func:`_rebias_works`, when the caller has asked it already (once per batch).
     """
     bits = src.view(np.int16)
-    if not src.size or int(np.bitwise_and(bits, 0x7FFF).max()) >= 0x7C00 or not _rebias_works():
+    if rebias_works is None:
+        rebias_works = _rebias_works()
+    if not src.size or not rebias_works or int(np.bitwise_and(bits, 0x7FFF).max()) >= 0x7C00:
         out[...] = src  # inf / NaN (or DAZ): numpy's cast
         return
     as_int = out.view(np.int32)
@@ -282,12 +285,13 @@ class Collator:
             visual_embeds = self._buffers.empty((B, R, D), np.float16 if keep_half else np.float32)
             visual_attention_mask = np.zeros((B, R), dtype=np.int64)
             visual_token_type_ids = np.zeros((B, R), dtype=np.int64)
+            rebias_works = _rebias_works() if half and not keep_half else None
             for b, (s, v) in enumerate(zip(samples, visual)):
                 if v.ndim != 2 or v.shape[1] != D:
                     raise ValueError(f"sample {b} has visual width {v.shape[-1]}, sample 0 has {D}")
                 r = v.shape[0]
                 if v.dtype == np.float16 and not keep_half:
-                    widen_float16(v, visual_embeds[b, :r])  # the one copy (and cast) of the features
+                    widen_float16(v, visual_embeds[b, :r], rebias_works)  # the one copy (and cast) of the features
                 else:
                     visual_embeds[b, :r] = v  # the one copy (and cast) of the features
                 visual_embeds[b, r:] = 0

@@ -98,13 +98,20 @@ def _share(batch, prefix, counter):
         if batch.nbytes < SHARED_MIN_BYTES or not batch.flags.c_contiguous or batch.dtype.hasobject:
             return batch
         path = f"{prefix}{next(counter)}"
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
         try:
-            data = memoryview(batch.reshape(-1).view(np.uint8))
-            while len(data):
-                data = data[os.write(fd, data):]
-        finally:
-            os.close(fd)
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+            try:
+                data = memoryview(batch.reshape(-1).view(np.uint8))
+                while len(data):
+                    data = data[os.write(fd, data):]
+            finally:
+                os.close(fd)
+        except OSError:  # /dev/shm full (Docker's default is 64 MB) or gone: this array goes through the pipe
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            return batch
         return _SharedArray(path, batch.shape, batch.dtype)
     if isinstance(batch, dict):
         return {k: _share(v, prefix, counter) for k, v in batch.items()}
