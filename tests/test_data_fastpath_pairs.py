@@ -283,3 +283,26 @@ def test_full_shared_memory_falls_back_to_the_pipe(monkeypatch, tmp_path):
         for key in a:
             np.testing.assert_array_equal(a[key].numpy(), b[key].numpy(), err_msg=key)
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="no /dev/shm")
+@pytest.mark.parametrize("hold", [False, True])
+def test_reused_shared_slots_never_overwrite_a_batch_in_use(monkeypatch, hold):
+    """Batches built in the workers' reusable shared-memory slots: dropped batches free their slot for a later one;
+    batches held (all of them, with ``hold``) keep theirs, and the later ones take other slots or plain copies."""
+    monkeypatch.setattr("visualbert.data.loader.SHARED_MIN_BYTES", 0)
+    monkeypatch.setattr("visualbert.data.collate._BatchBuffers.MIN_BYTES", 0)  # every batch array in a slot
+    ds = _Samples(30)
+    batches = [list(range(i, min(i + 3, 30))) for i in range(0, 30, 3)] * 2  # 20 batches, 4 slots per worker
+    expected = [Collator(return_tensors="np")([ds[i] for i in b]) for b in batches]
+    held = []
+    for k, batch in enumerate(BatchLoader(ds, batches, Collator(), num_workers=2)):
+        for key, value in expected[k].items():
+            np.testing.assert_array_equal(batch[key].numpy(), value, err_msg=f"batch {k} {key}")
+        if hold:
+            held.append(batch)
+    for k, batch in enumerate(held):  # still intact after every later batch was made
+        for key, value in expected[k].items():
+            np.testing.assert_array_equal(batch[key].numpy(), value, err_msg=f"held batch {k} {key}")
+    del held
+    assert _our_shared_files() == []

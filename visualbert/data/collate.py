@@ -66,6 +66,11 @@ class _BatchBuffers:
         size = int(np.prod(shape))
         if size * dtype.itemsize < self.MIN_BYTES:
             return np.empty(shape, dtype)
+        from .loader import shared_empty
+
+        shared = shared_empty(shape, dtype)  # in a loader worker: built where the main process will read it
+        if shared is not None:
+            return shared
         with self._lock:
             # free: the pool holds the only reference (plus getrefcount's argument)
             free = [i for i in range(len(self._arrays)) if sys.getrefcount(self._arrays[i]) == 2]

@@ -37,6 +37,7 @@ import secrets
 import signal
 import time
 import traceback
+import weakref
 
 import numpy as np
 
@@ -91,12 +92,94 @@ class _SharedArray:
         self.path, self.shape, self.dtype = path, tuple(shape), str(dtype)
 
 
-def _share(batch, prefix, counter):
-    """``batch`` with every C-contiguous array of at least :data:`SHARED_MIN_BYTES` written to a file
-    ``<prefix><n>`` (worker side)."""
+class _SlotArray:
+    """A worker's array in its reusable file ``path`` (slot ``slot`` of the loader's slot states)."""
+
+    def __init__(self, path, slot, capacity, shape, dtype):
+        self.path, self.slot, self.capacity, self.shape, self.dtype = path, slot, capacity, tuple(shape), str(dtype)
+
+
+SLOT_FREE, SLOT_USED = 0, 1
+
+
+class _SlotPool:
+    """Worker side: a few reusable shared-memory files the collator fills in place (:func:`shared_empty`), so a
+    batch's features are written once, where the main process maps them. A slot is used again only after the main
+    process has freed every array (and Tensor) over it (its finaliser sets the slot's state back to free).
+
+    Args:
+        prefix (str): path prefix of the files; states: the loader's shared slot states; slots (range): this
+            worker's slots.
+    """
+
+    def __init__(self, prefix, states, slots):
+        self.prefix, self.states, self.slots = prefix, states, slots
+        self.maps = {}  # slot -> mmap
+        self.filling = {}  # data address -> (slot, array) handed out for the batch being made
+
+    def empty(self, shape, dtype):
+        dtype = np.dtype(dtype)
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        used = {slot for slot, _ in self.filling.values()}
+        for slot in self.slots:
+            if self.states[slot] != SLOT_FREE or slot in used:
+                continue
+            mapping = self.maps.get(slot)
+            if mapping is None or len(mapping) < nbytes:
+                path = f"{self.prefix}slot{slot}"
+                try:
+                    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+                    try:
+                        os.posix_fallocate(fd, 0, nbytes)  # a full /dev/shm fails here, not as SIGBUS on a write
+                        mapping = mmap.mmap(fd, nbytes)
+                    finally:
+                        os.close(fd)
+                except OSError:
+                    return None
+                self.maps[slot] = mapping
+            self.states[slot] = SLOT_USED
+            array = np.frombuffer(mapping, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
+            self.filling[array.__array_interface__["data"][0]] = (slot, array)
+            return array
+        return None
+
+    def descriptor(self, array):
+        """The :class:`_SlotArray` of ``array`` if it is one handed out for this batch, else None."""
+        entry = self.filling.get(array.__array_interface__["data"][0])
+        if entry is None or entry[1].shape != array.shape or entry[1].dtype != array.dtype:
+            return None
+        slot = entry[0]
+        return _SlotArray(f"{self.prefix}slot{slot}", slot, len(self.maps[slot]), array.shape, array.dtype)
+
+    def batch_done(self, sent):
+        """Slots of the batch just made that were not sent (an error, or arrays left out) are free again."""
+        for slot, _ in self.filling.values():
+            if slot not in sent:
+                self.states[slot] = SLOT_FREE
+        self.filling = {}
+
+
+_SLOT_POOL = None  # in a worker: its _SlotPool
+
+
+def shared_empty(shape, dtype):
+    """In a :class:`BatchLoader` worker with shared memory: an uninitialised array [shape] in one of the worker's
+    reusable shared-memory files (the collator builds a batch's large arrays there: no copy to send it). None
+    elsewhere, or when no slot is free (every one still held by the main process) or /dev/shm is full."""
+    return _SLOT_POOL.empty(shape, dtype) if _SLOT_POOL is not None else None
+
+
+def _share(batch, prefix, counter, sent=None):
+    """``batch`` with every C-contiguous array of at least :data:`SHARED_MIN_BYTES` in shared memory (worker side):
+    arrays of :func:`shared_empty` as their slot, others written to a file ``<prefix><n>``."""
     if isinstance(batch, np.ndarray):
         if batch.nbytes < SHARED_MIN_BYTES or not batch.flags.c_contiguous or batch.dtype.hasobject:
             return batch
+        slot = _SLOT_POOL.descriptor(batch) if _SLOT_POOL is not None else None
+        if slot is not None:
+            if sent is not None:
+                sent.add(slot.slot)
+            return slot
         path = f"{prefix}{next(counter)}"
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
@@ -114,17 +197,34 @@ def _share(batch, prefix, counter):
             return batch
         return _SharedArray(path, batch.shape, batch.dtype)
     if isinstance(batch, dict):
-        return {k: _share(v, prefix, counter) for k, v in batch.items()}
+        return {k: _share(v, prefix, counter, sent) for k, v in batch.items()}
     if isinstance(batch, list):
-        return [_share(v, prefix, counter) for v in batch]
+        return [_share(v, prefix, counter, sent) for v in batch]
     if isinstance(batch, tuple):
-        return tuple(_share(v, prefix, counter) for v in batch)
+        return tuple(_share(v, prefix, counter, sent) for v in batch)
     return batch
 
 
-def _attach(batch):
+def _release_slot(states, slot):
+    states[slot] = SLOT_FREE
+
+
+def _attach(batch, maps=None, states=None):
     """``batch`` with every :class:`_SharedArray` mapped as a writable array (main side); the file is removed at
-    once (the mapping stays until the array, or a Tensor sharing it, is freed)."""
+    once (the mapping stays until the array, or a Tensor sharing it, is freed). A :class:`_SlotArray` is mapped
+    once per slot (``maps``) and its slot freed (``states``) when the array is."""
+    if isinstance(batch, _SlotArray):
+        mapping = maps.get(batch.slot)
+        if mapping is None or len(mapping) != batch.capacity:
+            fd = os.open(batch.path, os.O_RDWR)
+            try:
+                mapping = mmap.mmap(fd, batch.capacity, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0))
+            finally:
+                os.close(fd)
+            maps[batch.slot] = mapping
+        array = np.frombuffer(mapping, dtype=np.dtype(batch.dtype), count=int(np.prod(batch.shape))).reshape(batch.shape)
+        weakref.finalize(array, _release_slot, states, batch.slot)
+        return array
     if isinstance(batch, _SharedArray):
         dtype = np.dtype(batch.dtype)
         nbytes = int(np.prod(batch.shape)) * dtype.itemsize
@@ -136,11 +236,11 @@ def _attach(batch):
             os.unlink(batch.path)
         return np.frombuffer(mapping, dtype=dtype).reshape(batch.shape)
     if isinstance(batch, dict):
-        return {k: _attach(v) for k, v in batch.items()}
+        return {k: _attach(v, maps, states) for k, v in batch.items()}
     if isinstance(batch, list):
-        return [_attach(v) for v in batch]
+        return [_attach(v, maps, states) for v in batch]
     if isinstance(batch, tuple):
-        return tuple(_attach(v) for v in batch)
+        return tuple(_attach(v, maps, states) for v in batch)
     return batch
 
 
@@ -164,12 +264,15 @@ def _describe_exit(exitcode):
     return f"exited with status {exitcode}"
 
 
-def _worker_loop(worker_id, dataset, collate_fn, tasks, results, parent_pid, current, shared_prefix=None):
+def _worker_loop(worker_id, dataset, collate_fn, tasks, results, parent_pid, current, shared_prefix=None,
+                 slot_states=None, slots=()):
     import itertools
 
-    global _IN_WORKER
+    global _IN_WORKER, _SLOT_POOL
     counter = itertools.count()
     _IN_WORKER = True
+    if shared_prefix is not None and slot_states is not None:
+        _SLOT_POOL = _SlotPool(f"{shared_prefix}{worker_id}-", slot_states, slots)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     while True:
@@ -183,12 +286,17 @@ def _worker_loop(worker_id, dataset, collate_fn, tasks, results, parent_pid, cur
             return
         batch_no, indices = task
         current[worker_id] = batch_no  # read by the main process if this worker dies
+        sent = set()
         try:
             batch = collate_fn([dataset[i] for i in indices])
             if shared_prefix is not None:
-                batch = _share(batch, f"{shared_prefix}{worker_id}-", counter)
+                batch = _share(batch, f"{shared_prefix}{worker_id}-", counter, sent)
+            if _SLOT_POOL is not None:
+                _SLOT_POOL.batch_done(sent)
             results.put((batch_no, True, batch))
         except Exception as e:  # sent back to the main process, which raises it
+            if _SLOT_POOL is not None:
+                _SLOT_POOL.batch_done(set())
             tb = traceback.format_exc()
             try:
                 payload = pickle.dumps(e)
@@ -254,9 +362,13 @@ class BatchLoader:
         results = ctx.Queue()
         self._current = ctx.Array("q", [-1] * n, lock=False)
         shared_prefix = _shared_prefix()
+        per_worker = self.prefetch + 2  # in flight, plus the batches the training loop holds
+        slot_states = ctx.Array("b", [SLOT_FREE] * (n * per_worker), lock=False)
+        slot_maps = {}
         self._workers = [
             ctx.Process(target=_worker_loop, args=(w, self.dataset, self.collate_fn, task_queues[w], results,
-                                                   os.getpid(), self._current, shared_prefix), daemon=True)
+                                                   os.getpid(), self._current, shared_prefix, slot_states,
+                                                   range(w * per_worker, (w + 1) * per_worker)), daemon=True)
             for w in range(n)
         ]
         for p in self._workers:
@@ -299,7 +411,7 @@ class BatchLoader:
                     self._raise_worker_error(next_to_yield, batch)
                 sent.pop(next_to_yield)
                 next_to_yield += 1
-                yield self._convert(_attach(batch))
+                yield self._convert(_attach(batch, slot_maps, slot_states))
         finally:
             self._shutdown(task_queues, results)
             if shared_prefix is not None:  # batches made but never yielded (a break, an error): only our prefix
