@@ -10,9 +10,10 @@ cache (every feature file read once before timing):
   ``read`` (``store.view(key)``, or ``store[key]`` on trees without it), ``text`` (tokenize + build the ids,
   first pass: the memo is empty, as in the first epoch), ``targets`` (VQA soft scores), ``example`` (the whole
   ``dataset[i]``), ``collate`` (``Collator()`` on ready samples into paddle Tensors, batch ``--batch_size``);
-* end to end: one pass of the training loader (:class:`visualbert.data.loader.BatchLoader`, as
-  ``visualbert.engine.make_loader`` builds it, over shuffled batches) for each ``--workers`` count, each in a FRESH
-  process; the rate is counted from the first batch on (worker start-up is reported separately as ``startup_s``).
+* end to end: the training loader (:class:`visualbert.data.loader.BatchLoader`, as ``visualbert.engine.make_loader``
+  builds it: one collator for the run, a new loader per epoch, shuffled batches) for each ``--workers`` count, each
+  in a FRESH process, for as many epochs as ``--min_batches`` needs; the rate is counted from each epoch's first
+  batch on (worker start-up and the first batch buffers are reported separately as ``startup_s``).
 
 Texts are pretokenized before timing (``dataset.pretokenize``, with its disk cache under the work directory), as
 ``visualbert.build.build_dataset`` does for the scripts; ``--no_pretokenize`` measures tokenizing on the fly (the
@@ -184,26 +185,35 @@ def _stages(ds, task, batch_size):
     return out
 
 
-def _loader_pass(ds, batch_size, workers):
+def _loader_pass(ds, batch_size, workers, min_batches):
+    """Epochs of the training loader (one Collator for the run, a new BatchLoader per epoch, as the engine does)
+    until ``min_batches`` batches were timed; each epoch's first batch (worker start-up, the first buffers) is
+    reported as ``startup_s`` and not counted."""
     import numpy as np
 
     from visualbert.data import Collator
     from visualbert.data.loader import BatchLoader
 
-    order = np.random.default_rng(0).permutation(len(ds)).tolist()
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    loader = BatchLoader(ds, batches, Collator(), num_workers=workers)
-    start = time.perf_counter()
-    first = None
-    n = 0
-    for batch in loader:
-        b = int(batch["input_ids"].shape[0])
-        if first is None:
-            first = time.perf_counter()
-            startup = first - start
-        else:
-            n += b
-    return {"samples_per_s": n / (time.perf_counter() - first), "startup_s": startup}
+    collate = Collator()
+    timed = samples = 0
+    seconds = startup = 0.0
+    epoch = 0
+    while timed < min_batches:
+        order = np.random.default_rng(epoch).permutation(len(ds)).tolist()
+        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        start = time.perf_counter()
+        first = None
+        for batch in BatchLoader(ds, batches, collate, num_workers=workers):
+            b = int(batch["input_ids"].shape[0])
+            if first is None:
+                first = time.perf_counter()
+                startup = max(startup, first - start)
+            else:
+                samples += b
+                timed += 1
+        seconds += time.perf_counter() - first
+        epoch += 1
+    return {"samples_per_s": samples / seconds, "startup_s": startup, "epochs": epoch, "batches": timed}
 
 
 def _measure_main(spec):
@@ -223,7 +233,7 @@ def _measure_main(spec):
     if spec["kind"] == "stages":
         result = _stages(ds, spec["task"], spec["batch_size"])
     else:
-        result = _loader_pass(ds, spec["batch_size"], spec["workers"])
+        result = _loader_pass(ds, spec["batch_size"], spec["workers"], spec["min_batches"])
     result["pretokenize_s"] = pretokenize_s
     print(json.dumps(result))
 
@@ -257,6 +267,8 @@ def main(argv=None):
     p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--tasks", nargs="+", default=["vqa", "nlvr2"], choices=sorted(STORES))
     p.add_argument("--stores", nargs="+", default=None, help="subset of packed_float32 packed_float16 per_image")
+    p.add_argument("--min_batches", type=int, default=40, help="batches timed per loader measurement (epochs are "
+                                                                   "repeated until then)")
     p.add_argument("--repeat", type=int, default=1, help="measurements of each setting (medians reported)")
     p.add_argument("--no_pretokenize", dest="pretokenize", action="store_false",
                    help="tokenize on the fly (default: dataset.pretokenize() before timing, as build_dataset does)")
@@ -285,7 +297,7 @@ def main(argv=None):
                           "pretokenize": args.pretokenize, "cache_dir": os.path.join(work, "text_cache")}
                 if not args.no_stages:
                     plan.append(dict(common, kind="stages"))
-                plan += [dict(common, kind="loader", workers=w) for w in args.workers]
+                plan += [dict(common, kind="loader", workers=w, min_batches=args.min_batches) for w in args.workers]
         raw = []
         print(f"# {platform.node()}: {os.cpu_count()} CPUs, load {_loadavg():.2f}; batch {args.batch_size}; "
               f"trees: {', '.join(f'{k}={v}' for k, v in trees.items())}", flush=True)
