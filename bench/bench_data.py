@@ -272,6 +272,8 @@ def main(argv=None):
     p.add_argument("--repeat", type=int, default=1, help="measurements of each setting (medians reported)")
     p.add_argument("--no_pretokenize", dest="pretokenize", action="store_false",
                    help="tokenize on the fly (default: dataset.pretokenize() before timing, as build_dataset does)")
+    p.add_argument("--pretokenize", dest="pretokenize", action="store_true", help="the default (kept for old command "
+                                                                                 "lines)")
     p.add_argument("--no_stages", action="store_true", help="skip the per-stage measurements")
     p.add_argument("--baseline", default=None, help="a directory holding another visualbert package to A/B against")
     p.add_argument("--work_dir", default=None, help="where to write the data (default: a temp dir, removed after); "

@@ -306,3 +306,33 @@ def test_reused_shared_slots_never_overwrite_a_batch_in_use(monkeypatch, hold):
             np.testing.assert_array_equal(batch[key].numpy(), value, err_msg=f"held batch {k} {key}")
     del held
     assert _our_shared_files() == []
+
+
+def test_float16_goes_to_an_accelerator_as_float16_and_arrives_float32(monkeypatch):
+    """On a GPU the float16 batch is copied to the device as it is and cast there (half the bytes); the model still
+    gets float32 equal to the plain cast. Simulated: the device reads as a GPU, to_tensor stays on CPU."""
+    import paddle
+
+    import visualbert.data.collate as collate_module
+
+    sent = {}
+    real = collate_module._to_paddle
+
+    def recording(array, paddle_module, on_cpu):
+        sent[array.dtype.name] = sent.get(array.dtype.name, 0) + 1
+        assert not on_cpu
+        return real(array, paddle_module, on_cpu)
+
+    monkeypatch.setattr(paddle.device, "get_device", lambda: "gpu:0")
+    monkeypatch.setattr(collate_module, "_to_paddle", recording)
+    rng = np.random.default_rng(5)
+    samples = [{"input_ids": np.arange(1, 5), "token_type_ids": np.zeros(4, np.int64),
+                "visual_embeds": (rng.standard_normal((3 + b, 8)) * 100).astype(np.float16)} for b in range(3)]
+    batch = Collator()(samples)
+    assert sent.get("float16") == 1  # visual_embeds, as stored
+    got = batch["visual_embeds"]
+    assert got.dtype == paddle.float32
+    expected = np.zeros((3, 5, 8), np.float32)
+    for b, s in enumerate(samples):
+        expected[b, : len(s["visual_embeds"])] = s["visual_embeds"].astype(np.float32)
+    np.testing.assert_array_equal(got.numpy(), expected)
