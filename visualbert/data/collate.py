@@ -78,13 +78,14 @@ class _BatchBuffers:
             if fitting:
                 best = min(fitting, key=lambda i: self._arrays[i].size)
                 return self._arrays[best][:size].reshape(shape)
-            array = np.empty(size, dtype)
+            # headroom (untouched pages cost nothing): batches whose region count varies fit without a new array
+            array = np.empty(size + size // 4, dtype)
             if len(self._arrays) >= self.MAX_ARRAYS:
                 if not free:
-                    return array.reshape(shape)
+                    return array[:size].reshape(shape)
                 del self._arrays[min(free, key=lambda i: self._arrays[i].size)]
             self._arrays.append(array)
-            return array.reshape(shape)
+            return array[:size].reshape(shape)
 
 
 # float16 -> float32 by integer ops numpy vectorises (its own float16 cast is scalar: ~2.5x slower, and paddle's CPU

@@ -127,11 +127,12 @@ class _SlotPool:
             mapping = self.maps.get(slot)
             if mapping is None or len(mapping) < nbytes:
                 path = f"{self.prefix}slot{slot}"
+                capacity = nbytes + nbytes // 4  # headroom: batches whose region count varies fit without regrowing
                 try:
                     fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
                     try:
-                        os.posix_fallocate(fd, 0, nbytes)  # a full /dev/shm fails here, not as SIGBUS on a write
-                        mapping = mmap.mmap(fd, nbytes)
+                        os.posix_fallocate(fd, 0, capacity)  # a full /dev/shm fails here, not as SIGBUS on a write
+                        mapping = mmap.mmap(fd, capacity)
                     finally:
                         os.close(fd)
                 except OSError:
@@ -150,6 +151,13 @@ class _SlotPool:
             return None
         slot = entry[0]
         return _SlotArray(f"{self.prefix}slot{slot}", slot, len(self.maps[slot]), array.shape, array.dtype)
+
+    def remove_files(self):
+        for slot in self.maps:
+            try:
+                os.unlink(f"{self.prefix}slot{slot}")
+            except OSError:
+                pass
 
     def batch_done(self, sent):
         """Slots of the batch just made that were not sent (an error, or arrays left out) are free again."""
@@ -280,6 +288,8 @@ def _worker_loop(worker_id, dataset, collate_fn, tasks, results, parent_pid, cur
             task = tasks.get(timeout=1.0)
         except queue.Empty:
             if os.getppid() != parent_pid:  # the main process is gone: do not linger as an orphan
+                if _SLOT_POOL is not None:  # nor leave its files in /dev/shm (the main process removes them otherwise)
+                    _SLOT_POOL.remove_files()
                 return
             continue
         if task is None:
