@@ -10,11 +10,14 @@ cache (every feature file read once before timing):
   ``read`` (``store.view(key)``, or ``store[key]`` on trees without it), ``text`` (tokenize + build the ids,
   first pass: the memo is empty, as in the first epoch), ``targets`` (VQA soft scores), ``example`` (the whole
   ``dataset[i]``), ``collate`` (``Collator()`` on ready samples into paddle Tensors, batch ``--batch_size``);
-* end to end: one pass of ``paddle.io.DataLoader`` (``shuffle=True``) for each ``--workers`` count, each in
-  a FRESH process; the rate is counted from the first batch on (worker start-up is reported separately as
-  ``startup_s``).
+* end to end: the training loader (:class:`visualbert.data.loader.BatchLoader`, as ``visualbert.engine.make_loader``
+  builds it, over shuffled batches; the short synthetic split's order repeated to ``--min_batches`` batches, as the
+  first batches of a real epoch) for each ``--workers`` count, each in a FRESH process; the rate is counted from
+  the first batch on (worker start-up is reported separately as ``startup_s``).
 
-``--pretokenize`` calls ``dataset.pretokenize()`` before timing (both the stages and the loader passes).
+Texts are pretokenized before timing (``dataset.pretokenize``, with its disk cache under the work directory), as
+``visualbert.build.build_dataset`` does for the scripts; ``--no_pretokenize`` measures tokenizing on the fly (the
+first epoch of a run without the cache).
 ``--baseline DIR`` runs every measurement also with ``PYTHONPATH=DIR`` (another checkout of the package,
 e.g. ``git archive <commit> visualbert | tar -x -C DIR``), alternating baseline and this tree process by
 process so that load from other jobs hits both alike; ``--repeat N`` repeats each measurement (medians are
@@ -149,10 +152,14 @@ def _stages(ds, task, batch_size):
     from visualbert.data import Collator
 
     keys = _feature_keys(ds, task)
-    per_example = 1 if task == "vqa" else 2
     n = len(ds)
     read = getattr(ds.store, "view", ds.store.__getitem__)
-    out = {"read": _rate(len(keys) / per_example, lambda: _drain(read(k) for k in keys))}
+    if task == "vqa":
+        out = {"read": _rate(n, lambda: _drain(read(k) for k in keys))}
+    else:  # the pair as the dataset reads it (a tree before view_concat: each image)
+        pairs = [keys[i : i + 2] for i in range(0, len(keys), 2)]
+        read_pair = getattr(ds.store, "view_concat", None) or (lambda pair: [read(k) for k in pair])
+        out = {"read": _rate(n, lambda: _drain(read_pair(p) for p in pairs))}
     text = ds.text
     if task == "vqa":
         from visualbert.data.vqa2 import answer_list, question_text
@@ -178,24 +185,32 @@ def _stages(ds, task, batch_size):
     return out
 
 
-def _loader_pass(ds, batch_size, workers):
-    from paddle.io import DataLoader
+def _loader_pass(ds, batch_size, workers, min_batches):
+    """One epoch of the training loader (:class:`BatchLoader` over shuffled batches with the run's one collator, as
+    the engine builds it) of at least ``min_batches`` batches: the synthetic split is short (NLVR2: 8 batches), so
+    its shuffled order is repeated to the length of a real epoch's first batches (VQA2 train is ~6,900 batches,
+    NLVR2 ~1,350). The first batch (worker start-up) is reported as ``startup_s`` and not counted."""
+    import numpy as np
 
     from visualbert.data import Collator
+    from visualbert.data.loader import BatchLoader
 
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers, collate_fn=Collator(),
-                        drop_last=False)
+    rng = np.random.default_rng(0)
+    order = []
+    while len(order) < (min_batches + 1) * batch_size:
+        order += rng.permutation(len(ds)).tolist()
+    batches = [order[i : i + batch_size] for i in range(0, len(order) - batch_size + 1, batch_size)]
     start = time.perf_counter()
     first = None
-    n = 0
-    for batch in loader:
+    samples = 0
+    for batch in BatchLoader(ds, batches, Collator(), num_workers=workers):
         b = int(batch["input_ids"].shape[0])
         if first is None:
             first = time.perf_counter()
             startup = first - start
         else:
-            n += b
-    return {"samples_per_s": n / (time.perf_counter() - first), "startup_s": startup}
+            samples += b
+    return {"samples_per_s": samples / (time.perf_counter() - first), "startup_s": startup, "batches": len(batches) - 1}
 
 
 def _measure_main(spec):
@@ -205,7 +220,7 @@ def _measure_main(spec):
     ds = _build_dataset(spec["task"], spec["annotations"], spec["features"])
     if spec["pretokenize"] and hasattr(ds, "pretokenize"):
         t = time.perf_counter()
-        ds.pretokenize()
+        ds.pretokenize(cache_dir=spec["cache_dir"])
         pretokenize_s = time.perf_counter() - t
     else:
         pretokenize_s = None
@@ -215,7 +230,7 @@ def _measure_main(spec):
     if spec["kind"] == "stages":
         result = _stages(ds, spec["task"], spec["batch_size"])
     else:
-        result = _loader_pass(ds, spec["batch_size"], spec["workers"])
+        result = _loader_pass(ds, spec["batch_size"], spec["workers"], spec["min_batches"])
     result["pretokenize_s"] = pretokenize_s
     print(json.dumps(result))
 
@@ -249,8 +264,13 @@ def main(argv=None):
     p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--tasks", nargs="+", default=["vqa", "nlvr2"], choices=sorted(STORES))
     p.add_argument("--stores", nargs="+", default=None, help="subset of packed_float32 packed_float16 per_image")
+    p.add_argument("--min_batches", type=int, default=60, help="batches timed per loader measurement (the split's "
+                                                                   "shuffled order repeated until then)")
     p.add_argument("--repeat", type=int, default=1, help="measurements of each setting (medians reported)")
-    p.add_argument("--pretokenize", action="store_true", help="dataset.pretokenize() before timing")
+    p.add_argument("--no_pretokenize", dest="pretokenize", action="store_false",
+                   help="tokenize on the fly (default: dataset.pretokenize() before timing, as build_dataset does)")
+    p.add_argument("--pretokenize", dest="pretokenize", action="store_true", help="the default (kept for old command "
+                                                                                 "lines)")
     p.add_argument("--no_stages", action="store_true", help="skip the per-stage measurements")
     p.add_argument("--baseline", default=None, help="a directory holding another visualbert package to A/B against")
     p.add_argument("--work_dir", default=None, help="where to write the data (default: a temp dir, removed after); "
@@ -273,10 +293,10 @@ def main(argv=None):
                     continue
                 common = {"task": task, "store": store, "annotations": paths[task]["annotations"],
                           "features": paths[task][store], "batch_size": args.batch_size,
-                          "pretokenize": args.pretokenize}
+                          "pretokenize": args.pretokenize, "cache_dir": os.path.join(work, "text_cache")}
                 if not args.no_stages:
                     plan.append(dict(common, kind="stages"))
-                plan += [dict(common, kind="loader", workers=w) for w in args.workers]
+                plan += [dict(common, kind="loader", workers=w, min_batches=args.min_batches) for w in args.workers]
         raw = []
         print(f"# {platform.node()}: {os.cpu_count()} CPUs, load {_loadavg():.2f}; batch {args.batch_size}; "
               f"trees: {', '.join(f'{k}={v}' for k, v in trees.items())}", flush=True)

@@ -40,8 +40,32 @@ def build_collator(tokenizer=None) -> Collator:
 
 def build_dataset(task: str | type, split: str, args: argparse.Namespace, tokenizer, **options: Any):
     """The dataset of ``split`` for ``task`` (a name of :data:`TASKS` or a task class), from the data arguments of
-    ``task.add_data_args``; ``options`` go to ``task.dataset`` (VCR: ``mode``)."""
-    return get_task(task).dataset(args, tokenizer, split, **options)
+    ``task.add_data_args``; ``options`` go to ``task.dataset`` (VCR: ``mode``).
+
+    A dataset with ``pretokenize`` (VQA2, NLVR2) has every text tokenized here, once, before loader workers fork:
+    the pure-Python WordPiece tokenizer is otherwise the slowest step of an example in the first epoch. The ids are
+    kept in :func:`visualbert.data.text.text_cache_dir` (``$VISUALBERT_TEXT_CACHE_DIR``, default
+    ``~/.cache/visualbert/wordpieces``), keyed by the vocabulary and the split's texts, so a later run on the same
+    annotations only loads them. Examples are the same either way."""
+    dataset = get_task(task).dataset(args, tokenizer, split, **options)
+    if hasattr(dataset, "pretokenize"):
+        pretokenize(dataset, split)
+    return dataset
+
+
+def pretokenize(dataset, split: str, cache_dir: str | None = None) -> int:
+    """``dataset.pretokenize`` with the text cache (default :func:`~visualbert.data.text.text_cache_dir`), logged;
+    returns the number of distinct texts."""
+    import time
+
+    from .data.text import text_cache_dir
+
+    cache_dir = cache_dir or text_cache_dir()
+    start = time.perf_counter()
+    count = dataset.pretokenize(cache_dir=cache_dir)
+    logging.getLogger("visualbert.build").info("split %s: %d distinct texts tokenized in %.1f s (cache %s)", split,
+                                               count, time.perf_counter() - start, cache_dir)
+    return count
 
 
 def visual_width(dataset) -> int:

@@ -49,7 +49,9 @@ class _BatchBuffers:
     Why: a fresh array of that size comes from ``mmap`` and every page faults on first write; refilling an
     array whose pages are mapped already is measured ~1.8x faster (bench/bench_data.py). An array is handed
     out again only when the pool holds the ONLY reference: a batch (or a view of it, or a paddle Tensor made
-    from it through DLPack, which keeps the array alive) still in use is never overwritten.
+    from it through DLPack, which keeps the array alive) still in use is never overwritten. Arrays are pooled by
+    capacity (a batch is a view of the first elements of a free pooled array at least as large), so batches whose
+    region count varies (NLVR2, per-image stores) reuse them too.
     """
 
     MIN_BYTES = 1 << 20
@@ -61,21 +63,65 @@ class _BatchBuffers:
 
     def empty(self, shape, dtype):
         dtype = np.dtype(dtype)
-        if int(np.prod(shape)) * dtype.itemsize < self.MIN_BYTES:
+        size = int(np.prod(shape))
+        if size * dtype.itemsize < self.MIN_BYTES:
             return np.empty(shape, dtype)
+        from .loader import shared_empty
+
+        shared = shared_empty(shape, dtype)  # in a loader worker: built where the main process will read it
+        if shared is not None:
+            return shared
         with self._lock:
-            for i in range(len(self._arrays)):
-                # references: the list, and getrefcount's argument
-                if sys.getrefcount(self._arrays[i]) == 2 and self._arrays[i].shape == shape and self._arrays[i].dtype == dtype:
-                    return self._arrays[i]
-            array = np.empty(shape, dtype)
+            # free: the pool holds the only reference (plus getrefcount's argument)
+            free = [i for i in range(len(self._arrays)) if sys.getrefcount(self._arrays[i]) == 2]
+            fitting = [i for i in free if self._arrays[i].dtype == dtype and self._arrays[i].size >= size]
+            if fitting:
+                best = min(fitting, key=lambda i: self._arrays[i].size)
+                return self._arrays[best][:size].reshape(shape)
+            # headroom (untouched pages cost nothing): batches whose region count varies fit without a new array
+            array = np.empty(size + size // 4, dtype)
             if len(self._arrays) >= self.MAX_ARRAYS:
-                free = [i for i in range(len(self._arrays)) if sys.getrefcount(self._arrays[i]) == 2]
                 if not free:
-                    return array
-                del self._arrays[free[0]]
+                    return array[:size].reshape(shape)
+                del self._arrays[min(free, key=lambda i: self._arrays[i].size)]
             self._arrays.append(array)
-            return array
+            return array[:size].reshape(shape)
+
+
+# float16 -> float32 by integer ops numpy vectorises (its own float16 cast is scalar: ~2.5x slower, and paddle's CPU
+# cast as slow): the float16 bits, sign-extended to int32 and shifted left by 13, hold the magnitude in the float32
+# exponent and mantissa fields; the mask keeps the sign bit and clears the sign extension; multiplying by 2^112
+# re-biases the exponent (15 -> 127) exactly, for subnormals too. Valid for finite values only (checked first).
+_HALF_SIGN_AND_MAGNITUDE = np.uint32(0x8FFFFFFF).view(np.int32)
+_HALF_REBIAS = np.float32(2.0 ** 112)
+
+
+def _rebias_works():
+    """False when the CPU treats float32 subnormals as zero (DAZ, which a library may have set): then the rebias
+    multiplication would flush float16 subnormals to 0, and the plain cast is used."""
+    smallest = np.array([1], dtype=np.int32).view(np.float32)  # 2^-149, a float32 subnormal
+    return np.multiply(smallest, _HALF_REBIAS)[0] == np.float32(2.0 ** -37)
+
+
+def widen_float16(src, out, rebias_works=None):
+    """Writes ``src`` (float16 [..]) into ``out`` (float32, the same shape), exactly as ``out[...] = src``.
+
+    Args:
+        src (np.ndarray): float16.
+        out (np.ndarray): float32, C-contiguous (e.g. a batch slice ``visual_embeds[b, :r]``).
+        rebias_works (bool, optional): :func:`_rebias_works`, when the caller has asked it already (once per batch).
+    """
+    bits = src.view(np.int16)
+    if rebias_works is None:
+        rebias_works = _rebias_works()
+    if not src.size or not rebias_works or int(np.bitwise_and(bits, 0x7FFF).max()) >= 0x7C00:
+        out[...] = src  # inf / NaN (or DAZ): numpy's cast
+        return
+    as_int = out.view(np.int32)
+    np.copyto(as_int, bits, casting="unsafe")  # sign-extending
+    np.left_shift(as_int, 13, out=as_int)
+    np.bitwise_and(as_int, _HALF_SIGN_AND_MAGNITUDE, out=as_int)
+    np.multiply(out, _HALF_REBIAS, out=out)
 
 
 def _to_paddle(array, paddle, on_cpu):
@@ -143,7 +189,8 @@ class Collator:
     * ``input_ids``, ``token_type_ids``, ``attention_mask``: int64 [B, T] (VCR: [B, C, T]); text is
       RIGHT-padded with ``pad_token_id`` / 0, ``attention_mask`` 1 on tokens, 0 on padding;
     * ``visual_embeds`` float32 [B, R, D] (zero padding; float16 samples, from a float16 packed store, are
-      widened here, on the device when the batch becomes paddle Tensors), ``visual_token_type_ids`` int64 [B, R] (0 padding),
+      widened here: on an accelerator by paddle after the float16 batch is copied to it, else by
+      :func:`widen_float16` while copied into the batch), ``visual_token_type_ids`` int64 [B, R] (0 padding),
       ``visual_attention_mask`` int64 [B, R] (0 on padding regions);
     * ``image_text_alignment`` int64 [B, R, A] (VCR [B, C, R, A]), padding ``ALIGNMENT_PAD`` (-1);
     * ``labels``: masked-LM labels (int, same shape as a sample's ``input_ids``) become int64 [B, T + R] with
@@ -224,6 +271,11 @@ class Collator:
         out.update(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask)
 
         to_paddle = self.return_tensors == "paddle" and not _in_paddle_worker()
+        on_cpu = True
+        if to_paddle:
+            import paddle
+
+            on_cpu = paddle.device.get_device() == "cpu"
         keep_half = False  # float16 visual features kept as they are until paddle casts them (see below)
         if "boxes" in keys:  # VCR from images: the model's detector makes the regions
             R = self._target([np.shape(s["boxes"])[0] for s in samples], self.max_regions, "regions")
@@ -232,16 +284,22 @@ class Collator:
             visual = [np.asarray(s["visual_embeds"]) for s in samples]
             R = self._target([v.shape[0] for v in visual], self.max_regions, "regions")
             D = visual[0].shape[1]
-            # float16 stays float16 until paddle casts it (vectorised, on the device): numpy's widening is slow
-            keep_half = to_paddle and all(v.dtype == np.float16 for v in visual)
+            # float16 stays float16 until paddle casts it on an accelerator (half the bytes to copy to it, and the cast
+            # is free there); on CPU (and in loader workers) it is widened into the batch: widen_float16
+            half = all(v.dtype == np.float16 for v in visual)
+            keep_half = to_paddle and not on_cpu and half
             visual_embeds = self._buffers.empty((B, R, D), np.float16 if keep_half else np.float32)
             visual_attention_mask = np.zeros((B, R), dtype=np.int64)
             visual_token_type_ids = np.zeros((B, R), dtype=np.int64)
+            rebias_works = _rebias_works() if half and not keep_half else None
             for b, (s, v) in enumerate(zip(samples, visual)):
                 if v.ndim != 2 or v.shape[1] != D:
                     raise ValueError(f"sample {b} has visual width {v.shape[-1]}, sample 0 has {D}")
                 r = v.shape[0]
-                visual_embeds[b, :r] = v  # the one copy (and cast) of the features
+                if v.dtype == np.float16 and not keep_half:
+                    widen_float16(v, visual_embeds[b, :r], rebias_works)  # the one copy (and cast) of the features
+                else:
+                    visual_embeds[b, :r] = v  # the one copy (and cast) of the features
                 visual_embeds[b, r:] = 0
                 visual_attention_mask[b, :r] = 1
                 if "visual_token_type_ids" in s:
@@ -275,9 +333,6 @@ class Collator:
             out["sentence_image_labels"] = np.stack([np.asarray(s["sentence_image_labels"], dtype=np.int64) for s in samples])
 
         if to_paddle:
-            import paddle
-
-            on_cpu = paddle.device.get_device() == "cpu"
             out = {k: _to_paddle(v, paddle, on_cpu) for k, v in out.items()}
             if keep_half:
                 out["visual_embeds"] = out["visual_embeds"].astype("float32")

@@ -19,24 +19,34 @@ SIGINT cannot be delivered (Ctrl-C does nothing, 0% CPU). With workers the error
   dies (segfault, OOM kill) or, with ``timeout``, takes too long raises :class:`LoaderWorkerError` naming the
   worker and the batch's example indices. The workers ignore SIGINT (the main process handles it and
   terminates them), exit by themselves when the main process disappears, and are terminated whenever the
-  iteration ends (exhausted, ``break``, an error, ``close()``).
+  iteration ends (exhausted, ``break``, an error, ``close()``). A batch's large arrays come back through files in
+  ``/dev/shm`` that the main process maps and removes at once (the rest, and everything when there is no
+  ``/dev/shm``, through the result pipe); files of batches never yielded are removed when the iteration ends.
 
 In workers :func:`in_loader_worker` is true, so the collator returns numpy (paddle tensors in forked processes
 can segfault); the main process turns every numpy array of a batch (also inside lists and dicts, as paddle's
 DataLoader did) into a ``paddle.Tensor`` when ``to_tensor`` is set.
 """
 
+import glob
+import mmap
 import os
 import pickle
 import queue
+import secrets
 import signal
 import time
 import traceback
+import weakref
 
 import numpy as np
 
 _IN_WORKER = False
 _POLL_SECONDS = 0.2
+# A worker's large arrays (a VQA batch's 52 MB of features) travel through a file in shared memory, not the result
+# pipe: pickled, they were copied four times and the main process received ~350 samples/s whatever the worker count.
+SHARED_MEMORY_DIR = "/dev/shm"
+SHARED_MIN_BYTES = 1 << 20
 
 
 def in_loader_worker():
@@ -56,18 +66,197 @@ class LoaderWorkerError(RuntimeError):
         self.worker_traceback = worker_traceback
 
 
-def _to_tensors(batch):
+def _to_tensors(batch, on_cpu=None):
     import paddle
 
+    from .collate import _to_paddle
+
+    if on_cpu is None:
+        on_cpu = paddle.device.get_device() == "cpu"
     if isinstance(batch, np.ndarray):
-        return paddle.to_tensor(batch)
+        # a worker's batch arrives as arrays of this process: on CPU shared with the Tensor (DLPack), not copied
+        return _to_paddle(batch, paddle, on_cpu)
     if isinstance(batch, dict):
-        return {k: _to_tensors(v) for k, v in batch.items()}
+        return {k: _to_tensors(v, on_cpu) for k, v in batch.items()}
     if isinstance(batch, list):
-        return [_to_tensors(v) for v in batch]
+        return [_to_tensors(v, on_cpu) for v in batch]
     if isinstance(batch, tuple):
-        return tuple(_to_tensors(v) for v in batch)
+        return tuple(_to_tensors(v, on_cpu) for v in batch)
     return batch
+
+
+class _SharedArray:
+    """A worker's array left in the file ``path`` (shared memory) for the main process, which maps it."""
+
+    def __init__(self, path, shape, dtype):
+        self.path, self.shape, self.dtype = path, tuple(shape), str(dtype)
+
+
+class _SlotArray:
+    """A worker's array in its reusable file ``path`` (slot ``slot`` of the loader's slot states)."""
+
+    def __init__(self, path, slot, capacity, shape, dtype):
+        self.path, self.slot, self.capacity, self.shape, self.dtype = path, slot, capacity, tuple(shape), str(dtype)
+
+
+SLOT_FREE, SLOT_USED = 0, 1
+
+
+class _SlotPool:
+    """Worker side: a few reusable shared-memory files the collator fills in place (:func:`shared_empty`), so a
+    batch's features are written once, where the main process maps them. A slot is used again only after the main
+    process has freed every array (and Tensor) over it (its finaliser sets the slot's state back to free).
+
+    Args:
+        prefix (str): path prefix of the files; states: the loader's shared slot states; slots (range): this
+            worker's slots.
+    """
+
+    def __init__(self, prefix, states, slots):
+        self.prefix, self.states, self.slots = prefix, states, slots
+        self.maps = {}  # slot -> mmap
+        self.filling = {}  # data address -> (slot, array) handed out for the batch being made
+
+    def empty(self, shape, dtype):
+        dtype = np.dtype(dtype)
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        used = {slot for slot, _ in self.filling.values()}
+        for slot in self.slots:
+            if self.states[slot] != SLOT_FREE or slot in used:
+                continue
+            mapping = self.maps.get(slot)
+            if mapping is None or len(mapping) < nbytes:
+                path = f"{self.prefix}slot{slot}"
+                capacity = nbytes + nbytes // 4  # headroom: batches whose region count varies fit without regrowing
+                try:
+                    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+                    try:
+                        os.posix_fallocate(fd, 0, capacity)  # a full /dev/shm fails here, not as SIGBUS on a write
+                        mapping = mmap.mmap(fd, capacity)
+                    finally:
+                        os.close(fd)
+                except OSError:
+                    return None
+                self.maps[slot] = mapping
+            self.states[slot] = SLOT_USED
+            array = np.frombuffer(mapping, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
+            self.filling[array.__array_interface__["data"][0]] = (slot, array)
+            return array
+        return None
+
+    def descriptor(self, array):
+        """The :class:`_SlotArray` of ``array`` if it is one handed out for this batch, else None."""
+        entry = self.filling.get(array.__array_interface__["data"][0])
+        if entry is None or entry[1].shape != array.shape or entry[1].dtype != array.dtype:
+            return None
+        slot = entry[0]
+        return _SlotArray(f"{self.prefix}slot{slot}", slot, len(self.maps[slot]), array.shape, array.dtype)
+
+    def remove_files(self):
+        for slot in self.maps:
+            try:
+                os.unlink(f"{self.prefix}slot{slot}")
+            except OSError:
+                pass
+
+    def batch_done(self, sent):
+        """Slots of the batch just made that were not sent (an error, or arrays left out) are free again."""
+        for slot, _ in self.filling.values():
+            if slot not in sent:
+                self.states[slot] = SLOT_FREE
+        self.filling = {}
+
+
+_SLOT_POOL = None  # in a worker: its _SlotPool
+
+
+def shared_empty(shape, dtype):
+    """In a :class:`BatchLoader` worker with shared memory: an uninitialised array [shape] in one of the worker's
+    reusable shared-memory files (the collator builds a batch's large arrays there: no copy to send it). None
+    elsewhere, or when no slot is free (every one still held by the main process) or /dev/shm is full."""
+    return _SLOT_POOL.empty(shape, dtype) if _SLOT_POOL is not None else None
+
+
+def _share(batch, prefix, counter, sent=None):
+    """``batch`` with every C-contiguous array of at least :data:`SHARED_MIN_BYTES` in shared memory (worker side):
+    arrays of :func:`shared_empty` as their slot, others written to a file ``<prefix><n>``."""
+    if isinstance(batch, np.ndarray):
+        if batch.nbytes < SHARED_MIN_BYTES or not batch.flags.c_contiguous or batch.dtype.hasobject:
+            return batch
+        slot = _SLOT_POOL.descriptor(batch) if _SLOT_POOL is not None else None
+        if slot is not None:
+            if sent is not None:
+                sent.add(slot.slot)
+            return slot
+        path = f"{prefix}{next(counter)}"
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+            try:
+                data = memoryview(batch.reshape(-1).view(np.uint8))
+                while len(data):
+                    data = data[os.write(fd, data):]
+            finally:
+                os.close(fd)
+        except OSError:  # /dev/shm full (Docker's default is 64 MB) or gone: this array goes through the pipe
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            return batch
+        return _SharedArray(path, batch.shape, batch.dtype)
+    if isinstance(batch, dict):
+        return {k: _share(v, prefix, counter, sent) for k, v in batch.items()}
+    if isinstance(batch, list):
+        return [_share(v, prefix, counter, sent) for v in batch]
+    if isinstance(batch, tuple):
+        return tuple(_share(v, prefix, counter, sent) for v in batch)
+    return batch
+
+
+def _release_slot(states, slot):
+    states[slot] = SLOT_FREE
+
+
+def _attach(batch, maps=None, states=None):
+    """``batch`` with every :class:`_SharedArray` mapped as a writable array (main side); the file is removed at
+    once (the mapping stays until the array, or a Tensor sharing it, is freed). A :class:`_SlotArray` is mapped
+    once per slot (``maps``) and its slot freed (``states``) when the array is."""
+    if isinstance(batch, _SlotArray):
+        mapping = maps.get(batch.slot)
+        if mapping is None or len(mapping) != batch.capacity:
+            fd = os.open(batch.path, os.O_RDWR)
+            try:
+                mapping = mmap.mmap(fd, batch.capacity, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0))
+            finally:
+                os.close(fd)
+            maps[batch.slot] = mapping
+        array = np.frombuffer(mapping, dtype=np.dtype(batch.dtype), count=int(np.prod(batch.shape))).reshape(batch.shape)
+        weakref.finalize(array, _release_slot, states, batch.slot)
+        return array
+    if isinstance(batch, _SharedArray):
+        dtype = np.dtype(batch.dtype)
+        nbytes = int(np.prod(batch.shape)) * dtype.itemsize
+        fd = os.open(batch.path, os.O_RDWR)
+        try:
+            mapping = mmap.mmap(fd, nbytes, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0))
+        finally:
+            os.close(fd)
+            os.unlink(batch.path)
+        return np.frombuffer(mapping, dtype=dtype).reshape(batch.shape)
+    if isinstance(batch, dict):
+        return {k: _attach(v, maps, states) for k, v in batch.items()}
+    if isinstance(batch, list):
+        return [_attach(v, maps, states) for v in batch]
+    if isinstance(batch, tuple):
+        return tuple(_attach(v, maps, states) for v in batch)
+    return batch
+
+
+def _shared_prefix():
+    """A path prefix in shared memory unique to one iteration of this process (None: no usable shared memory)."""
+    if not (os.path.isdir(SHARED_MEMORY_DIR) and os.access(SHARED_MEMORY_DIR, os.W_OK | os.X_OK)):
+        return None
+    return os.path.join(SHARED_MEMORY_DIR, f"visualbert-loader-{os.getpid()}-{secrets.token_hex(6)}-")
 
 
 def _describe_exit(exitcode):
@@ -83,9 +272,15 @@ def _describe_exit(exitcode):
     return f"exited with status {exitcode}"
 
 
-def _worker_loop(worker_id, dataset, collate_fn, tasks, results, parent_pid, current):
-    global _IN_WORKER
+def _worker_loop(worker_id, dataset, collate_fn, tasks, results, parent_pid, current, shared_prefix=None,
+                 slot_states=None, slots=()):
+    import itertools
+
+    global _IN_WORKER, _SLOT_POOL
+    counter = itertools.count()
     _IN_WORKER = True
+    if shared_prefix is not None and slot_states is not None:
+        _SLOT_POOL = _SlotPool(f"{shared_prefix}{worker_id}-", slot_states, slots)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     while True:
@@ -93,16 +288,25 @@ def _worker_loop(worker_id, dataset, collate_fn, tasks, results, parent_pid, cur
             task = tasks.get(timeout=1.0)
         except queue.Empty:
             if os.getppid() != parent_pid:  # the main process is gone: do not linger as an orphan
+                if _SLOT_POOL is not None:  # nor leave its files in /dev/shm (the main process removes them otherwise)
+                    _SLOT_POOL.remove_files()
                 return
             continue
         if task is None:
             return
         batch_no, indices = task
         current[worker_id] = batch_no  # read by the main process if this worker dies
+        sent = set()
         try:
             batch = collate_fn([dataset[i] for i in indices])
+            if shared_prefix is not None:
+                batch = _share(batch, f"{shared_prefix}{worker_id}-", counter, sent)
+            if _SLOT_POOL is not None:
+                _SLOT_POOL.batch_done(sent)
             results.put((batch_no, True, batch))
         except Exception as e:  # sent back to the main process, which raises it
+            if _SLOT_POOL is not None:
+                _SLOT_POOL.batch_done(set())
             tb = traceback.format_exc()
             try:
                 payload = pickle.dumps(e)
@@ -167,9 +371,14 @@ class BatchLoader:
         task_queues = [ctx.Queue() for _ in range(n)]
         results = ctx.Queue()
         self._current = ctx.Array("q", [-1] * n, lock=False)
+        shared_prefix = _shared_prefix()
+        per_worker = self.prefetch + 2  # in flight, plus the batches the training loop holds
+        slot_states = ctx.Array("b", [SLOT_FREE] * (n * per_worker), lock=False)
+        slot_maps = {}
         self._workers = [
             ctx.Process(target=_worker_loop, args=(w, self.dataset, self.collate_fn, task_queues[w], results,
-                                                   os.getpid(), self._current), daemon=True)
+                                                   os.getpid(), self._current, shared_prefix, slot_states,
+                                                   range(w * per_worker, (w + 1) * per_worker)), daemon=True)
             for w in range(n)
         ]
         for p in self._workers:
@@ -212,9 +421,15 @@ class BatchLoader:
                     self._raise_worker_error(next_to_yield, batch)
                 sent.pop(next_to_yield)
                 next_to_yield += 1
-                yield self._convert(batch)
+                yield self._convert(_attach(batch, slot_maps, slot_states))
         finally:
             self._shutdown(task_queues, results)
+            if shared_prefix is not None:  # batches made but never yielded (a break, an error): only our prefix
+                for path in glob.glob(glob.escape(shared_prefix) + "*"):
+                    try:
+                        os.unlink(path)
+                    except OSError:
+                        pass
 
     def _check_alive(self, batch_no, sent):
         for w, p in enumerate(self._workers):

@@ -59,7 +59,8 @@ class NLVR2Dataset:
     left image's regions followed by the right image's, with visual token types 0 (left) / 1 (right).
 
     Sample (``task="nlvr2"``): ``input_ids``, ``token_type_ids`` int64 [T], ``visual_embeds`` float32
-    (float16 from a float16 packed store) [R0 + R1, 1024], ``visual_token_type_ids`` int64 [R0 + R1], ``labels`` int64 scalar (1 = True; absent
+    (float16 from a float16 packed store) [R0 + R1, 1024] (from a packed store a read-only view of the memory map,
+    copied once by the collator), ``visual_token_type_ids`` int64 [R0 + R1], ``labels`` int64 scalar (1 = True; absent
     when the file has no labels), metadata ``identifier`` str.
 
     Sample (``task="pretrain"``, NLVR2 task pretraining): MLM-corrupted text with ``labels`` int64 [T]
@@ -144,7 +145,8 @@ class NLVR2Dataset:
             raise with_example_context(e, f"example {index} ({row['identifier']}, line {row['_line']}) of {self.source}") from e
 
     def _example(self, index, row):
-        left, right = (self.store.view(k) for k in image_keys(row["identifier"]))  # concatenated below: one copy
+        # one read-only view of both images when the packed store holds them side by side (copied once, by the collator)
+        visual, (n_left, n_right) = self.store.view_concat(image_keys(row["identifier"]))
         enc = self.text.build(self.text.wordpieces(str(row["sentence"])))
         sample = {"token_type_ids": enc["token_type_ids"]}
         label = _LABELS[str(row["label"]).lower()] if "label" in row else None
@@ -158,9 +160,7 @@ class NLVR2Dataset:
             sample["sentence_image_labels"] = np.array(
                 SENTENCE_IMAGE_MATCH if label == 1 else SENTENCE_IMAGE_RANDOM, dtype=np.int64
             )
-        sample["visual_embeds"] = np.concatenate([left, right], axis=0)
-        sample["visual_token_type_ids"] = np.concatenate(
-            [np.zeros(left.shape[0], dtype=np.int64), np.ones(right.shape[0], dtype=np.int64)]
-        )
+        sample["visual_embeds"] = visual
+        sample["visual_token_type_ids"] = np.concatenate([np.zeros(n_left, dtype=np.int64), np.ones(n_right, dtype=np.int64)])
         sample["identifier"] = str(row["identifier"])
         return sample

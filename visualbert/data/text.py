@@ -8,7 +8,17 @@ import numpy as np
 from .masking import mask_tokens, random_token_candidates
 
 DEFAULT_MAX_SEQ_LENGTH = 128
+# where the scripts keep the WordPiece ids of every split they read (TextEncoder.pretokenize; build_dataset)
+TEXT_CACHE_VARIABLE = "VISUALBERT_TEXT_CACHE_DIR"
 _CACHE_SIZE = 200_000  # memoised texts per process (VQA questions repeat a lot)
+
+
+def text_cache_dir():
+    """str: the directory of the tokenized-split cache: ``$VISUALBERT_TEXT_CACHE_DIR``, else
+    ``~/.cache/visualbert/wordpieces`` (files ``wordpieces-<sha256 of the vocabulary and the texts>.npz``; safe to
+    delete, a run tokenizes again)."""
+    return os.environ.get(TEXT_CACHE_VARIABLE) or os.path.join(os.path.expanduser("~"), ".cache", "visualbert",
+                                                                   "wordpieces")
 
 
 class TextEncoder:
@@ -88,10 +98,14 @@ class TextEncoder:
             for text in unique:
                 digest.update(text.encode("utf-8") + b"\0")
             path = os.path.join(cache_dir, f"wordpieces-{digest.hexdigest()[:32]}.npz")
+            flat = offsets = ()
             if os.path.isfile(path):
-                with np.load(path, allow_pickle=False) as data:
-                    flat, offsets = data["ids"].tolist(), data["offsets"].tolist()
-                if len(offsets) == len(unique) + 1:
+                try:
+                    with np.load(path, allow_pickle=False) as data:
+                        flat, offsets = data["ids"].tolist(), data["offsets"].tolist()
+                except Exception:  # unreadable (truncated by a full disk, not ours): tokenized again and rewritten
+                    flat = offsets = ()
+                if len(offsets) == len(unique) + 1 and offsets[-1] == len(flat):
                     for i, text in enumerate(unique):
                         known[text] = tuple(flat[offsets[i] : offsets[i + 1]])
                     self._pretokenized = known
@@ -103,9 +117,15 @@ class TextEncoder:
 
             offsets = np.cumsum([0] + [len(x) for x in ids]).astype(np.int64)
             flat = np.fromiter((i for x in ids for i in x), dtype=np.int64, count=int(offsets[-1]))
-            with atomic_path(path) as tmp:
-                with open(tmp, "wb") as f:
-                    np.savez(f, ids=flat, offsets=offsets)
+            try:
+                os.makedirs(cache_dir, exist_ok=True)
+                with atomic_path(path) as tmp:
+                    with open(tmp, "wb") as f:
+                        np.savez(f, ids=flat, offsets=offsets)
+            except OSError as e:  # a read-only or full cache directory costs the next run the tokenization, nothing more
+                import logging
+
+                logging.getLogger("visualbert.data").warning("could not cache the tokenized texts in %s: %s", path, e)
         return len(unique)
 
     def __getstate__(self):
