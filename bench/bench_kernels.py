@@ -30,6 +30,7 @@ processes and the ratios of every other implementation's wall (and CPU) median t
 import argparse
 import ast
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -332,7 +333,7 @@ def main():
             with open(shapes_file, "w") as f:
                 json.dump(shapes, f)
             print(f"optimizer: {len(shapes)} parameter tensors, "
-                  f"{sum(_numel(s) for _, s, _ in shapes) / 1e6:.1f}M parameters", flush=True)
+                  f"{sum(math.prod(s) for _, s, _ in shapes) / 1e6:.1f}M parameters", flush=True)
         raw, summary = {}, {}
         for name in names:
             op = OPS[name]
@@ -360,13 +361,6 @@ def main():
             json.dump({"config": vars(args), "summary": summary, "raw": raw}, f, indent=2)
         os.replace(tmp, args.json)
     return 0
-
-
-def _numel(shape):
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 if __name__ == "__main__":
