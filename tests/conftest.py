@@ -24,6 +24,16 @@ def tiny_config(**overrides):
     return VisualBertConfig(**dict(TINY, **overrides))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cpu_kernels_built():
+    """Under ``make test`` (VISUALBERT_REQUIRE_CPU_KERNELS=1) the C++ kernels must build: their tests would
+    otherwise skip, and every model test would silently run Paddle's ops only."""
+    if os.environ.get("VISUALBERT_REQUIRE_CPU_KERNELS") == "1":
+        from visualbert import kernels
+
+        assert kernels.load_cpu_kernels() is not None, f"C++ kernels did not build: {kernels.status()['error']}"
+
+
 @pytest.fixture(scope="session")
 def tok():
     """The bert-base-uncased tokenizer (packaged vocabulary)."""

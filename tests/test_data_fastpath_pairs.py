@@ -308,6 +308,24 @@ def test_reused_shared_slots_never_overwrite_a_batch_in_use(monkeypatch, hold):
     assert _our_shared_files() == []
 
 
+def test_a_held_slice_of_a_numpy_batch_keeps_its_slot(monkeypatch):
+    """to_tensor=False: the caller keeps only a view (one example's features) and drops the batch; the slot under
+    that view must not be reused while the view lives (numpy views refer to the base array, not the reshape)."""
+    monkeypatch.setattr("visualbert.data.loader.SHARED_MIN_BYTES", 0)
+    monkeypatch.setattr("visualbert.data.collate._BatchBuffers.MIN_BYTES", 0)
+    ds = _Samples(30)
+    batches = [list(range(i, min(i + 3, 30))) for i in range(0, 30, 3)] * 2
+    expected = [Collator(return_tensors="np")([ds[i] for i in b]) for b in batches]
+    kept = []
+    for batch in BatchLoader(ds, batches, Collator(return_tensors="np"), num_workers=1, prefetch=1, to_tensor=False):
+        kept.append(batch["visual_embeds"][0])
+        del batch
+    for k, view in enumerate(kept):
+        np.testing.assert_array_equal(view, expected[k]["visual_embeds"][0], err_msg=f"batch {k}")
+    del kept, view
+    assert _our_shared_files() == []
+
+
 def test_float16_goes_to_an_accelerator_as_float16_and_arrives_float32(monkeypatch):
     """On a GPU the float16 batch is copied to the device as it is and cast there (half the bytes); the model still
     gets float32 equal to the plain cast. Simulated: the device reads as a GPU, to_tensor stays on CPU."""

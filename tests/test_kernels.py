@@ -212,21 +212,35 @@ def test_masked_softmax_rejects_nothing_silently(ext):
 
 
 def test_static_graph_uses_paddle_ops_for_every_kernel(ext):
+    """The kernels with a Paddle fallback take it in a static graph; the C++-only ones refuse to run there."""
     class Block(paddle.nn.Layer):
         def __init__(self):
             super().__init__()
             self.norm = paddle.nn.LayerNorm(9)
 
-        def forward(self, scores, mask):
-            probs = kernels.masked_softmax(scores, mask)
-            return kernels.dropout(kernels.layer_norm(probs, self.norm.weight, self.norm.bias, 1e-12), 0.1)
+        def forward(self, x):
+            return kernels.dropout(kernels.layer_norm(kernels.gelu(x), self.norm.weight, self.norm.bias, 1e-12), 0.1)
 
-    block = Block()
-    spec = [paddle.static.InputSpec([None, 3, 5, 9], "float32"), paddle.static.InputSpec([None, 1, 1, 9], "float32")]
-    fn = paddle.jit.to_static(block, input_spec=spec, full_graph=True)
-    fn(paddle.zeros([2, 3, 5, 9]), paddle.zeros([2, 1, 1, 9]))
+    fn = paddle.jit.to_static(Block(), input_spec=[paddle.static.InputSpec([None, 9], "float32")], full_graph=True)
+    fn(paddle.zeros([2, 9]))
     program = str(fn.forward.concrete_program.main_program)
-    assert "visualbert_" not in program and "layer_norm" in program and "softmax" in program
+    assert "visualbert_" not in program and "layer_norm" in program and "gelu" in program
+
+    class Attention(paddle.nn.Layer):
+        def forward(self, scores, mask):
+            return kernels.masked_softmax(scores, mask)
+
+    spec = [paddle.static.InputSpec([None, 3, 5, 9], "float32"), paddle.static.InputSpec([None, 1, 1, 9], "float32")]
+    with pytest.raises(ValueError, match="kernels.applies"):
+        paddle.jit.to_static(Attention(), input_spec=spec, full_graph=True)(paddle.zeros([2, 3, 5, 9]),
+                                                                            paddle.zeros([2, 1, 1, 9]))
+
+
+def test_layer_norm_with_other_parameter_dtypes_uses_paddle(ext):
+    x = paddle.to_tensor(np.random.RandomState(13).randn(4, 8).astype(np.float64))
+    layer = paddle.nn.LayerNorm(8)
+    layer.to(dtype="float64")
+    np.testing.assert_array_equal(kernels.layer_norm(x, layer.weight, layer.bias, 1e-5).numpy(), layer(x).numpy())
 
 
 # ------------------------------------------------------------------------------------------------ attention heads
@@ -248,3 +262,49 @@ def test_split_and_merge_heads_are_the_transposes_forward_and_backward(ext):
     grad = rng.randn(2, 5, 24).astype(np.float32)
     (merged * paddle.to_tensor(grad)).sum().backward()
     np.testing.assert_array_equal(context.grad.numpy(), grad.reshape(2, 5, 4, 6).transpose(0, 2, 1, 3))
+
+
+_THREADS_SCRIPT = """
+import sys
+import numpy as np
+import paddle
+from visualbert import kernels
+assert kernels.load_cpu_kernels() is not None
+paddle.seed(7)
+rng = np.random.RandomState(0)
+out = {}
+x = paddle.to_tensor(rng.randn(6, 12, 40, 40).astype(np.float32))
+out["dropout"] = kernels.dropout(x, 0.3).numpy()
+h = paddle.to_tensor(rng.randn(300, 64).astype(np.float32), stop_gradient=False)
+w = paddle.to_tensor(rng.randn(64).astype(np.float32), stop_gradient=False)
+b = paddle.to_tensor(rng.randn(64).astype(np.float32), stop_gradient=False)
+(kernels.layer_norm(h, w, b, 1e-12) * paddle.to_tensor(rng.randn(300, 64).astype(np.float32))).sum().backward()
+out["ln_dx"], out["ln_dw"], out["ln_db"] = h.grad.numpy(), w.grad.numpy(), b.grad.numpy()
+p = paddle.to_tensor(rng.randn(100003).astype(np.float32))
+g = paddle.to_tensor(rng.randn(100003).astype(np.float32))
+m, v = paddle.zeros([100003]), paddle.zeros([100003])
+assert kernels.bert_adam_(p, g, m, v, 1e-3, 0.9, 0.999, 1e-6, 0.01, 1.0, 1e-6)
+out["adam"] = p.numpy()
+np.savez(sys.argv[1], **out)
+"""
+
+
+def test_kernel_results_do_not_depend_on_the_thread_count(ext, tmp_path):
+    """Dropout masks are counter-based (bit-identical), the OpenMP reductions (LayerNorm parameter gradients,
+    the BertAdam norm) agree to float32 rounding, run with 1 and with 2 threads."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "run.py"
+    script.write_text(_THREADS_SCRIPT)
+    results = {}
+    for threads in (1, 2):
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        subprocess.run([sys.executable, str(script), str(tmp_path / f"{threads}.npz")], check=True, env=env,
+                       timeout=300)
+        results[threads] = np.load(tmp_path / f"{threads}.npz")
+    one, two = results[1], results[2]
+    np.testing.assert_array_equal(one["dropout"], two["dropout"])
+    for key in ("ln_dx", "ln_dw", "ln_db", "adam"):
+        np.testing.assert_allclose(one[key], two[key], rtol=1e-6, atol=1e-6, err_msg=key)

@@ -215,7 +215,7 @@ def dropout(x, p):
     """
     import paddle
 
-    if 0.0 < p < 1.0 and _use_extension(x):
+    if 0.0 < p < 1.0 and _use_extension(x) and paddle.device.get_device() == "cpu":  # the seed is drawn there
         # 62 bits from Paddle's generator (what checkpoints save); randint's bounds are int32
         seed = paddle.randint(0, 2**31 - 1, [2], dtype="int64")
         return _state["module"].visualbert_dropout(x, seed, float(p))[0]
@@ -236,7 +236,8 @@ def layer_norm(x, weight, bias, epsilon):
     Returns:
         paddle.Tensor: float [..., H] (differentiable in all three tensors).
     """
-    if _use_extension(x) and weight is not None and bias is not None and _contiguous(weight) and _contiguous(bias):
+    if _use_extension(x) and weight is not None and bias is not None and all(
+            t.dtype == x.dtype and t.place.is_cpu_place() and _contiguous(t) for t in (weight, bias)):
         return _state["module"].visualbert_layer_norm(x, weight, bias, float(epsilon))[0]
     import paddle.nn.functional as F
 
@@ -244,56 +245,57 @@ def layer_norm(x, weight, bias, epsilon):
 
 
 def masked_softmax(scores, mask):
-    """``softmax(scores + mask)`` over the last axis, the mask read broadcast (never expanded).
+    """``softmax(scores + mask)`` over the last axis, the mask read broadcast (never expanded). C++ only: call it
+    where :func:`applies` (the model's portable path is Paddle's add and softmax).
 
     Args:
-        scores (paddle.Tensor): float [B, heads, Lq, Lk].
-        mask (paddle.Tensor): additive float [B | 1, heads | 1, Lq | 1, Lk] (0 keep, large negative drop).
+        scores (paddle.Tensor): float32 [B, heads, Lq, Lk].
+        mask (paddle.Tensor): additive float32 [B | 1, heads | 1, Lq | 1, Lk] (0 keep, large negative drop).
 
     Returns:
-        paddle.Tensor: float [B, heads, Lq, Lk] probabilities (differentiable in ``scores``; the mask gets
+        paddle.Tensor: float32 [B, heads, Lq, Lk] probabilities (differentiable in ``scores``; the mask gets
         no gradient).
     """
-    import paddle.nn.functional as F
-
-    if _use_extension(scores) and mask.dtype == scores.dtype and mask.ndim == 4 and _contiguous(mask):
-        return _state["module"].visualbert_masked_softmax(scores, mask)
-    return F.softmax(scores + mask, axis=-1)
+    _require(scores, mask)
+    return _state["module"].visualbert_masked_softmax(scores, mask)
 
 
 def split_heads(qkv):
-    """Q, K and V per head from the packed output of the one Q/K/V GEMM.
+    """Q, K and V per head from the packed output of the one Q/K/V GEMM. C++ only: call it where
+    :func:`applies` (the model's portable path is a transpose and an unbind).
 
     Args:
-        qkv (paddle.Tensor): float [B, L, 3, heads, d].
+        qkv (paddle.Tensor): float32 [B, L, 3, heads, d].
 
     Returns:
-        tuple[paddle.Tensor, paddle.Tensor, paddle.Tensor]: query, key, value, each float [B, heads, L, d]
-        (differentiable; all three must be used).
+        tuple[paddle.Tensor, paddle.Tensor, paddle.Tensor]: query, key, value, each float32 [B, heads, L, d]
+        (differentiable; all three must take part in the loss).
     """
-    if _use_extension(qkv):
-        return tuple(_state["module"].visualbert_split_heads(qkv))
-    import paddle
-
-    return tuple(paddle.unbind(qkv.transpose([2, 0, 3, 1, 4]), axis=0))
+    _require(qkv)
+    return tuple(_state["module"].visualbert_split_heads(qkv))
 
 
 def merge_heads(context):
-    """[B, heads, L, d] → [B, L, heads * d] (the inverse of the head split, for the attention's output).
+    """[B, heads, L, d] → [B, L, heads * d] (the inverse of the head split, for the attention's output). C++
+    only: call it where :func:`applies` (the model's portable path is a transpose and a reshape).
 
     Args:
-        context (paddle.Tensor): float [B, heads, L, d].
+        context (paddle.Tensor): float32 [B, heads, L, d].
 
     Returns:
-        paddle.Tensor: float [B, L, heads * d] (differentiable).
+        paddle.Tensor: float32 [B, L, heads * d] (differentiable).
     """
-    if _use_extension(context):
-        return _state["module"].visualbert_merge_heads(context)
-    batch, heads, length, size = context.shape
-    return context.transpose([0, 2, 1, 3]).reshape([batch, length, heads * size])
+    _require(context)
+    return _state["module"].visualbert_merge_heads(context, context.shape[1])
 
 
-def bert_adam_(param, grad, next_m, next_v, lr, beta1, beta2, epsilon, weight_decay, clip_norm):
+def _require(*tensors):
+    if not all(_use_extension(t) for t in tensors):
+        raise ValueError("visualbert C++ kernel called on a tensor it does not apply to (float32, contiguous, CPU, "
+                         "dygraph, extension loaded): check kernels.applies() first")
+
+
+def bert_adam_(param, grad, next_m, next_v, lr, beta1, beta2, epsilon, weight_decay, clip_norm, clip_eps):
     """One BertAdam update in place, in one pass (the C++ kernel); see :class:`visualbert.optim.BertAdam`.
 
     Args:
@@ -302,6 +304,7 @@ def bert_adam_(param, grad, next_m, next_v, lr, beta1, beta2, epsilon, weight_de
         lr (float): the scheduled learning rate of this step.
         beta1, beta2, epsilon, weight_decay (float): BertAdam's hyperparameters (decay 0: none).
         clip_norm (float): per-tensor gradient clipping to this L2 norm (<= 0: none).
+        clip_eps (float): added to the norm in the clip factor ``min(clip_norm / (norm + clip_eps), 1)``.
 
     Returns:
         bool: False when the kernel does not apply (then nothing was changed and the caller updates).
@@ -312,7 +315,7 @@ def bert_adam_(param, grad, next_m, next_v, lr, beta1, beta2, epsilon, weight_de
     # detach(): the same storage, without the leaf-parameter check that forbids in-place ops on it
     _state["module"].visualbert_bert_adam_(param.detach(), grad, next_m, next_v, float(lr), float(beta1),
                                            1.0 - float(beta1), float(beta2), 1.0 - float(beta2), float(epsilon),
-                                           float(weight_decay), float(clip_norm))
+                                           float(weight_decay), float(clip_norm), float(clip_eps))
     return True
 
 

@@ -290,7 +290,7 @@ class VisualBertSelfAttention(nn.Layer):
         else:  # unbind: one stack in the backward, not 3 zero-filled slices
             query, key, value = paddle.unbind(qkv.transpose([2, 0, 3, 1, 4]), axis=0)
         scores = paddle.matmul(query, key, transpose_y=True)
-        if attention_mask is not None and fast:
+        if attention_mask is not None and fast and attention_mask.ndim == 4 and kernels.applies(attention_mask):
             probs = kernels.masked_softmax(scores, attention_mask)  # the mask is read broadcast, never expanded
         else:
             if attention_mask is not None:

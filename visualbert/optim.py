@@ -187,7 +187,7 @@ class BertAdam:
             decay = self.weight_decay[name]
             lr_scheduled = self.learning_rate * self.schedule(state["step"])
             if kernels.bert_adam_(weight, grad, state["next_m"], state["next_v"], lr_scheduled, self.b1, self.b2,
-                                  self.e, decay, self.max_grad_norm):  # CPU: the same update in one C++ pass
+                                  self.e, decay, self.max_grad_norm, _CLIP_EPS):  # CPU: one C++ pass
                 if master is not None:
                     paddle.assign(master.astype(param.dtype), output=param)
                 state["step"] += 1

@@ -233,7 +233,7 @@ void softmax_backward(const float* y, const float* dy, float* dx, int64_t rows, 
 // ---------------------------------------------------------------------------------------------- BertAdam
 // One parameter tensor's update of the original's BertAdam (pytorch_pretrained_bert/optimization.py), in one
 // pass instead of ~15 tensor ops: per-tensor gradient clipping, no bias correction, decoupled weight decay.
-// The same float32 operations in the same order as visualbert/optim.py's Python path.
+// The same float32 operations in the same order as visualbert/optim.py's tensor-op path (the norm: see below).
 double squared_norm(const float* g, int64_t n) {
   double total = 0.0;
 #pragma omp parallel for simd reduction(+ : total) schedule(static)
@@ -308,6 +308,17 @@ void merge_heads_backward(const float* grad_merged, float* grad_context, int64_t
 
 }  // namespace
 
+// A gradient Paddle did not compute (an output that takes no part in the loss) arrives uninitialised.
+static void check_initialized(const paddle::Tensor& t, const char* op) {
+  PD_CHECK(t.initialized() && t.is_cpu() && t.dtype() == paddle::DataType::FLOAT32, op,
+           ": every output must take part in the loss (a float32 CPU gradient for each)");
+}
+
+static void check_cpu_float32(const paddle::Tensor& t, const char* op) {
+  PD_CHECK(t.is_cpu(), op, ": CPU tensors only");
+  PD_CHECK(t.dtype() == paddle::DataType::FLOAT32, op, ": float32 only");
+}
+
 std::vector<paddle::Tensor> GeluForward(const paddle::Tensor& x) {
   PD_CHECK(x.is_cpu(), "visualbert_gelu: CPU tensors only");
   PD_CHECK(x.dtype() == paddle::DataType::FLOAT32, "visualbert_gelu: float32 only");
@@ -317,6 +328,7 @@ std::vector<paddle::Tensor> GeluForward(const paddle::Tensor& x) {
 }
 
 std::vector<paddle::Tensor> GeluBackward(const paddle::Tensor& x, const paddle::Tensor& grad_out) {
+  check_initialized(grad_out, "visualbert_gelu_grad");
   auto grad_x = paddle::empty(x.shape(), x.dtype(), x.place());
   gelu_backward(x.data<float>(), grad_out.data<float>(), grad_x.data<float>(), x.numel());
   return {grad_x};
@@ -333,10 +345,6 @@ PD_BUILD_GRAD_OP(visualbert_gelu)
     .SetKernelFn(PD_KERNEL(GeluBackward));
 
 
-static void check_cpu_float32(const paddle::Tensor& t, const char* op) {
-  PD_CHECK(t.is_cpu(), op, ": CPU tensors only");
-  PD_CHECK(t.dtype() == paddle::DataType::FLOAT32, op, ": float32 only");
-}
 
 std::vector<paddle::Tensor> DropoutForward(const paddle::Tensor& x, const paddle::Tensor& seed, float p) {
   check_cpu_float32(x, "visualbert_dropout");
@@ -352,6 +360,7 @@ std::vector<paddle::Tensor> DropoutForward(const paddle::Tensor& x, const paddle
 }
 
 std::vector<paddle::Tensor> DropoutBackward(const paddle::Tensor& mask, const paddle::Tensor& grad_out, float p) {
+  check_initialized(grad_out, "visualbert backward");
   auto grad_x = paddle::empty(grad_out.shape(), grad_out.dtype(), grad_out.place());
   dropout_backward(mask.data<uint8_t>(), grad_out.data<float>(), grad_x.data<float>(), grad_out.numel(), p);
   return {grad_x};
@@ -399,6 +408,7 @@ std::vector<paddle::Tensor> LayerNormForward(const paddle::Tensor& x, const padd
 std::vector<paddle::Tensor> LayerNormBackward(const paddle::Tensor& x, const paddle::Tensor& gamma,
                                               const paddle::Tensor& mean, const paddle::Tensor& rstd,
                                               const paddle::Tensor& grad_out) {
+  check_initialized(grad_out, "visualbert_layer_norm_grad");
   const int64_t h = x.shape().back();
   const int64_t rows = x.numel() / h;
   auto grad_x = paddle::empty(x.shape(), x.dtype(), x.place());
@@ -453,6 +463,7 @@ std::vector<paddle::Tensor> MaskedSoftmaxForward(const paddle::Tensor& x, const 
 }
 
 std::vector<paddle::Tensor> MaskedSoftmaxBackward(const paddle::Tensor& out, const paddle::Tensor& grad_out) {
+  check_initialized(grad_out, "visualbert backward");
   auto grad_x = paddle::empty(out.shape(), out.dtype(), out.place());
   const int64_t lk = out.shape().back();
   softmax_backward(out.data<float>(), grad_out.data<float>(), grad_x.data<float>(), out.numel() / lk, lk);
@@ -469,12 +480,13 @@ PD_BUILD_GRAD_OP(visualbert_masked_softmax)
     .Outputs({paddle::Grad("X")})
     .SetKernelFn(PD_KERNEL(MaskedSoftmaxBackward));
 
-// In place on Param, M and V. clip_norm <= 0: no clipping; the clip factor is min(clip_norm / (|grad| + 1e-6), 1)
-// as torch.nn.utils.clip_grad_norm_, which the original calls per parameter.
+// In place on Param, M and V. clip_norm <= 0: no clipping; the clip factor is min(clip_norm / (|grad| + clip_eps), 1)
+// as torch.nn.utils.clip_grad_norm_ (eps 1e-6), which the original calls per parameter; |grad| is summed in double
+// (the tensor-op path sums in float32: the factors agree to float32 rounding).
 // one_minus_beta*: 1 - beta computed in double and rounded once, as a Python scalar 1.0 - b is.
 void BertAdamStep(paddle::Tensor& param, const paddle::Tensor& grad, paddle::Tensor& m, paddle::Tensor& v, float lr,
                   float beta1, float one_minus_beta1, float beta2, float one_minus_beta2, float epsilon,
-                  float weight_decay, float clip_norm) {
+                  float weight_decay, float clip_norm, float clip_eps) {
   for (const paddle::Tensor* t : {static_cast<const paddle::Tensor*>(&param), &grad,
                                   static_cast<const paddle::Tensor*>(&m), static_cast<const paddle::Tensor*>(&v)})
     check_cpu_float32(*t, "visualbert_bert_adam_");
@@ -483,7 +495,7 @@ void BertAdamStep(paddle::Tensor& param, const paddle::Tensor& grad, paddle::Ten
   float clip = 1.0f;
   if (clip_norm > 0.0f) {
     const float norm = static_cast<float>(std::sqrt(squared_norm(grad.data<float>(), n)));
-    clip = std::min(clip_norm / (norm + 1e-6f), 1.0f);
+    clip = std::min(clip_norm / (norm + clip_eps), 1.0f);
   }
   bert_adam_update(param.data<float>(), grad.data<float>(), m.data<float>(), v.data<float>(), n, clip, lr, beta1,
                    one_minus_beta1, beta2, one_minus_beta2, epsilon, weight_decay);
@@ -494,7 +506,7 @@ PD_BUILD_OP(visualbert_bert_adam_)
     .Outputs({"ParamOut", "MOut", "VOut"})
     .SetInplaceMap({{"Param", "ParamOut"}, {"M", "MOut"}, {"V", "VOut"}})
     .Attrs({"lr: float", "beta1: float", "one_minus_beta1: float", "beta2: float", "one_minus_beta2: float",
-            "epsilon: float", "weight_decay: float", "clip_norm: float"})
+            "epsilon: float", "weight_decay: float", "clip_norm: float", "clip_eps: float"})
     .SetKernelFn(PD_KERNEL(BertAdamStep));
 
 std::vector<paddle::Tensor> SplitHeadsForward(const paddle::Tensor& qkv) {
@@ -510,6 +522,7 @@ std::vector<paddle::Tensor> SplitHeadsForward(const paddle::Tensor& qkv) {
 
 std::vector<paddle::Tensor> SplitHeadsBackward(const paddle::Tensor& dq, const paddle::Tensor& dk,
                                                const paddle::Tensor& dv) {
+  for (const paddle::Tensor* t : {&dq, &dk, &dv}) check_initialized(*t, "visualbert_split_heads_grad");
   const auto& s = dq.shape();  // [B, heads, L, d]
   auto grad = paddle::empty({s[0], s[2], 3, s[1], s[3]}, dq.dtype(), dq.place());
   const float* const grads[3] = {dq.data<float>(), dk.data<float>(), dv.data<float>()};
@@ -536,33 +549,37 @@ PD_BUILD_GRAD_OP(visualbert_split_heads)
     .Outputs({paddle::Grad("QKV")})
     .SetKernelFn(PD_KERNEL(SplitHeadsBackward));
 
-std::vector<paddle::Tensor> MergeHeadsForward(const paddle::Tensor& context) {
+std::vector<paddle::Tensor> MergeHeadsForward(const paddle::Tensor& context, int64_t heads) {
   check_cpu_float32(context, "visualbert_merge_heads");
   const auto& s = context.shape();
-  PD_CHECK(s.size() == 4, "visualbert_merge_heads: [B, heads, L, d] expected");
+  PD_CHECK(s.size() == 4 && s[1] == heads, "visualbert_merge_heads: [B, heads, L, d] expected");
   auto out = paddle::empty({s[0], s[2], s[1] * s[3]}, context.dtype(), context.place());
   merge_heads(context.data<float>(), out.data<float>(), s[0], s[2], s[1], s[3]);
   return {out};
 }
 
-std::vector<paddle::Tensor> MergeHeadsBackward(const paddle::Tensor& context, const paddle::Tensor& grad_out) {
-  const auto& s = context.shape();
-  auto grad = paddle::empty(s, context.dtype(), context.place());
-  merge_heads_backward(grad_out.data<float>(), grad.data<float>(), s[0], s[2], s[1], s[3]);
+std::vector<paddle::Tensor> MergeHeadsBackward(const paddle::Tensor& grad_out, int64_t heads) {
+  check_initialized(grad_out, "visualbert_merge_heads_grad");
+  const auto& s = grad_out.shape();  // [B, L, heads * d]
+  const int64_t d = s[2] / heads;
+  auto grad = paddle::empty({s[0], heads, s[1], d}, grad_out.dtype(), grad_out.place());
+  merge_heads_backward(grad_out.data<float>(), grad.data<float>(), s[0], s[1], heads, d);
   return {grad};
 }
 
-std::vector<std::vector<int64_t>> MergeHeadsInferShape(const std::vector<int64_t>& s) {
+std::vector<std::vector<int64_t>> MergeHeadsInferShape(const std::vector<int64_t>& s, int64_t) {
   return {{s[0], s[2], s[1] * s[3]}};
 }
 
 PD_BUILD_OP(visualbert_merge_heads)
     .Inputs({"Context"})
     .Outputs({"Out"})
+    .Attrs({"heads: int64_t"})
     .SetKernelFn(PD_KERNEL(MergeHeadsForward))
     .SetInferShapeFn(PD_INFER_SHAPE(MergeHeadsInferShape));
 
 PD_BUILD_GRAD_OP(visualbert_merge_heads)
-    .Inputs({"Context", paddle::Grad("Out")})
+    .Inputs({paddle::Grad("Out")})
     .Outputs({paddle::Grad("Context")})
+    .Attrs({"heads: int64_t"})
     .SetKernelFn(PD_KERNEL(MergeHeadsBackward));

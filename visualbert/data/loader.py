@@ -230,9 +230,11 @@ def _attach(batch, maps=None, states=None):
             finally:
                 os.close(fd)
             maps[batch.slot] = mapping
-        array = np.frombuffer(mapping, dtype=np.dtype(batch.dtype), count=int(np.prod(batch.shape))).reshape(batch.shape)
-        weakref.finalize(array, _release_slot, states, batch.slot)
-        return array
+        flat = np.frombuffer(mapping, dtype=np.dtype(batch.dtype), count=int(np.prod(batch.shape)))
+        # on the base array: every view of the batch (a slice, the reshape) refers to it, so the slot is freed only
+        # when the last of them is
+        weakref.finalize(flat, _release_slot, states, batch.slot)
+        return flat.reshape(batch.shape)
     if isinstance(batch, _SharedArray):
         dtype = np.dtype(batch.dtype)
         nbytes = int(np.prod(batch.shape)) * dtype.itemsize
@@ -272,6 +274,22 @@ def _describe_exit(exitcode):
     return f"exited with status {exitcode}"
 
 
+def _remove_orphaned_files(shared_prefix, worker_id):
+    """A worker whose main process died (SIGKILL, OOM) removes what it left in /dev/shm, which the main process
+    removes otherwise: its slot files and the files of batches sent but never mapped (all under this run's
+    pid + random-token prefix, so nothing of anyone else's)."""
+    if _SLOT_POOL is not None:
+        _SLOT_POOL.remove_files()
+    if shared_prefix is not None:
+        import glob
+
+        for path in glob.glob(glob.escape(f"{shared_prefix}{worker_id}-") + "*"):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+
 def _worker_loop(worker_id, dataset, collate_fn, tasks, results, parent_pid, current, shared_prefix=None,
                  slot_states=None, slots=()):
     import itertools
@@ -288,11 +306,13 @@ def _worker_loop(worker_id, dataset, collate_fn, tasks, results, parent_pid, cur
             task = tasks.get(timeout=1.0)
         except queue.Empty:
             if os.getppid() != parent_pid:  # the main process is gone: do not linger as an orphan
-                if _SLOT_POOL is not None:  # nor leave its files in /dev/shm (the main process removes them otherwise)
-                    _SLOT_POOL.remove_files()
+                _remove_orphaned_files(shared_prefix, worker_id)
                 return
             continue
         if task is None:
+            return
+        if os.getppid() != parent_pid:
+            _remove_orphaned_files(shared_prefix, worker_id)
             return
         batch_no, indices = task
         current[worker_id] = batch_no  # read by the main process if this worker dies
