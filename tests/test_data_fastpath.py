@@ -194,6 +194,10 @@ def test_pretokenize_gives_the_same_examples_and_caches(synth, tok, tmp_path, mo
     for i in range(len(a)):
         np.testing.assert_array_equal(a[i]["input_ids"], b[i]["input_ids"])
         np.testing.assert_array_equal(a[i]["visual_embeds"], b[i]["visual_embeds"])
+    # a new cache format (tokenization changed in the code) is a new key, never the old ids
+    monkeypatch.setattr("visualbert.data.text._CACHE_FORMAT", "wordpieces-test")
+    _vqa(synth, tok, per_image).pretokenize(cache_dir=str(tmp_path / "cache"))
+    assert len(os.listdir(tmp_path / "cache")) == 4
 
 
 def test_special_mask_equals_isin(synth, tok):

@@ -11,6 +11,7 @@ DEFAULT_MAX_SEQ_LENGTH = 128
 # where the scripts keep the WordPiece ids of every split they read (TextEncoder.pretokenize; build_dataset)
 TEXT_CACHE_VARIABLE = "VISUALBERT_TEXT_CACHE_DIR"
 _CACHE_SIZE = 200_000  # memoised texts per process (VQA questions repeat a lot)
+_CACHE_FORMAT = "wordpieces-v1"  # part of the on-disk cache key
 
 
 def text_cache_dir():
@@ -84,8 +85,9 @@ class TextEncoder:
         Args:
             texts (iterable of str): the split's texts.
             cache_dir (str, optional): keep the ids in ``<cache_dir>/wordpieces-<key>.npz``, ``key`` the
-                sha256 of the vocabulary and of the texts: a later run with the same vocabulary and
-                annotations loads them instead of tokenizing (a changed file or vocabulary gets a new key).
+                sha256 of the vocabulary, the tokenizer class, a format version and the texts: a later run with
+                the same vocabulary and annotations loads them instead of tokenizing (a changed file or vocabulary
+                gets a new key).
 
         Returns:
             int: the number of distinct texts.
@@ -95,6 +97,8 @@ class TextEncoder:
         path = None
         if cache_dir is not None:
             digest = hashlib.sha256(self.vocab_digest().encode())
+            # what else decides the ids: the tokenizer class and this format (bump it when tokenization changes)
+            digest.update(f"{_CACHE_FORMAT}\0{type(self.tokenizer).__module__}.{type(self.tokenizer).__name__}\0".encode())
             for text in unique:
                 digest.update(text.encode("utf-8") + b"\0")
             path = os.path.join(cache_dir, f"wordpieces-{digest.hexdigest()[:32]}.npz")
