@@ -319,5 +319,5 @@ def bert_adam_(param, grad, next_m, next_v, lr, beta1, beta2, epsilon, weight_de
     return True
 
 
-__all__ = ["applies", "bert_adam_", "split_heads", "merge_heads", "gelu", "dropout", "layer_norm", "masked_softmax", "load_cpu_kernels", "status",
-           "build_directory", "compile_flags", "link_flags"]
+__all__ = ["applies", "gelu", "dropout", "layer_norm", "masked_softmax", "split_heads", "merge_heads", "bert_adam_",
+           "load_cpu_kernels", "status", "build_directory", "compile_flags", "link_flags"]
