@@ -326,6 +326,32 @@ def test_a_held_slice_of_a_numpy_batch_keeps_its_slot(monkeypatch):
     assert _our_shared_files() == []
 
 
+def test_a_terminated_worker_removes_its_shared_memory_files(monkeypatch):
+    """SIGTERM to the whole process group (a job scheduler): a worker removes its /dev/shm files as it dies."""
+    import signal
+    import time
+
+    monkeypatch.setattr("visualbert.data.loader.SHARED_MIN_BYTES", 0)
+    monkeypatch.setattr("visualbert.data.collate._BatchBuffers.MIN_BYTES", 0)
+    ds = _Samples(30)
+    batches = [list(range(i, min(i + 3, 30))) for i in range(0, 30, 3)]
+    loader = BatchLoader(ds, batches, Collator(), num_workers=1)
+    iterator = iter(loader)
+    first = next(iterator)
+    assert _our_shared_files()  # the worker's slots exist
+    worker = loader._workers[0]
+    os.kill(worker.pid, signal.SIGTERM)
+    worker.join(10)
+    assert worker.exitcode == 128 + signal.SIGTERM
+    assert _our_shared_files() == []  # removed by the worker itself, before the main process notices
+    del first
+    time.sleep(0.1)
+    with pytest.raises(Exception):
+        for _ in iterator:
+            pass
+    assert _our_shared_files() == []
+
+
 def test_float16_goes_to_an_accelerator_as_float16_and_arrives_float32(monkeypatch):
     """On a GPU the float16 batch is copied to the device as it is and cast there (half the bytes); the model still
     gets float32 equal to the plain cast. Simulated: the device reads as a GPU, to_tensor stays on CPU."""

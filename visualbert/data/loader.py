@@ -300,7 +300,12 @@ def _worker_loop(worker_id, dataset, collate_fn, tasks, results, parent_pid, cur
     if shared_prefix is not None and slot_states is not None:
         _SLOT_POOL = _SlotPool(f"{shared_prefix}{worker_id}-", slot_states, slots)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    def terminated(signum, frame):  # a scheduler's SIGTERM to the whole process group: no files left in /dev/shm
+        _remove_orphaned_files(shared_prefix, worker_id)
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminated)
     while True:
         try:
             task = tasks.get(timeout=1.0)
