@@ -1,7 +1,6 @@
 """The contest port's flags and directory layout (visualbert/contest_compat.py), on synthetic files laid out as the
 contest port keeps them, and its VQA2 / NLVR2 commands run end to end through our scripts."""
 
-import importlib.util
 import json
 import os
 import shutil
@@ -9,6 +8,7 @@ import shutil
 import numpy as np
 import paddle
 import pytest
+from conftest import load_script
 
 from visualbert.contest_compat import (
     CONTEST_FLAGS,
@@ -57,14 +57,6 @@ def _translate(argv, script, home):
 def _value(argv, flag):
     assert argv.count(flag) == 1, (flag, argv)
     return argv[argv.index(flag) + 1]
-
-
-def _load_script(relpath):
-    spec = importlib.util.spec_from_file_location("contest_" + relpath.replace("/", "_").replace(".", "_"),
-                                                  os.path.join(ROOT, relpath))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
 
 
 # ------------------------------------------------------------------------------------------ layout
@@ -273,7 +265,7 @@ def test_contest_vqa2_command_runs_end_to_end(contest, tmp_path, monkeypatch, ca
                "visualbert", "--model_name_or_path", str(tmp_path / "converted"), "--batch_size", "8",
                "--learning_rate", "2e-5", "--save_steps", "2", "--num_train_epochs", "1", "--logging_steps", "1",
                "--device", "cpu", "--disable_tqdm", "--max_seq_length", "40"]
-    assert _load_script("VQA2/run_vqa2.py")(command) == 0
+    assert load_script("VQA2/run_vqa2.py")(command) == 0
     notices = capsys.readouterr().err
     assert "contest flag --device: dropped" in notices and "contest layout: --imdb_dir" in notices
     run_args = json.load(open(os.path.join(out, "args.json")))["args"]
@@ -294,7 +286,7 @@ def test_contest_nlvr2_command_runs_end_to_end(contest, tmp_path, monkeypatch):
     command = ["--input_dir", contest["x_nlvr"], "--output_dir", out, "--task_name", "nlvr2", "--model_type",
                "visualbert", "--batch_size", "8", "--gradient_accumulation_steps", "2", "--learning_rate", "2e-5",
                "--save_steps", "2", "--num_train_epochs", "1", "--use_amp", "False", "--logging_steps", "1"] + TINY
-    assert _load_script("NLVR2/run_nlvr2.py")(command) == 0
+    assert load_script("NLVR2/run_nlvr2.py")(command) == 0
     run_args = json.load(open(os.path.join(out, "args.json")))["args"]
     assert run_args["data_dir"] == os.path.join(contest["home"], "NLVR2", "annotations")
     assert run_args["features"] == os.path.join(contest["x_nlvr"], "data", "detectron_fix_144")
@@ -321,7 +313,7 @@ def test_contest_predict_commands_match_the_contest_model(contest, tmp_path, mon
     out = str(contest["base"] / "VQA2")
     os.makedirs(out, exist_ok=True)
     monkeypatch.chdir(out)
-    assert _load_script("VQA2/run_predict.py")(
+    assert load_script("VQA2/run_predict.py")(
         ["--model_name_or_path", str(tmp_path / "vqa_ours"), "--num_classes", "3129", "--batch_size", "4",
          "--max_seq_length", "40"]) == 0
     got = json.load(open(os.path.join(out, "result.json")))
@@ -337,7 +329,7 @@ def test_contest_predict_commands_match_the_contest_model(contest, tmp_path, mon
     convert_checkpoint(str(tmp_path / "nlvr2_theirs"), str(tmp_path / "nlvr2_ours"))
     features = os.path.join(contest["x_nlvr"], "data", "detectron_fix_144")
     out = str(tmp_path / "nlvr2_pred")
-    assert _load_script("NLVR2/run_predict.py")(
+    assert load_script("NLVR2/run_predict.py")(
         ["--visual_feature_root", features, "--model_name_or_path", str(tmp_path / "nlvr2_ours"), "--mode", "dev",
          "--output_dir", out, "--batch_size", "4", "--max_seq_length", "40"]) == 0
     rows = [line.strip().split(",") for line in open(os.path.join(out, "predictions.csv")) if line.strip()]
@@ -360,7 +352,7 @@ def test_contest_pretraining_commands(contest, tmp_path, monkeypatch, dataset, f
     command = ["--input_dir", contest[input_dir], "--output_dir", out, "--dataset", dataset, "--model_type",
                "visualbert", "--image_feature_type", feature_type, "--train_batch_size", "8",
                "--learning_rate", "1e-5", "--num_train_epochs", "1", "--logging_steps", "1", "--save_steps", "100"] + TINY
-    assert _load_script("run_pretrain.py")(command) == 0
+    assert load_script("run_pretrain.py")(command) == 0
     run_args = json.load(open(os.path.join(out, "args.json")))["args"]
     assert run_args["features"] == os.path.join(contest[input_dir], "data", features)
     assert run_args["batch_size"] == 8 and run_args["max_regions"] == int(feature_type[-3:])
@@ -373,7 +365,7 @@ def test_untranslatable_contest_command_is_one_line_and_exit_2(contest, monkeypa
     from visualbert.cli import main_wrapper
 
     monkeypatch.setenv("PPNLP_HOME", contest["ppnlp_home"])
-    main = _load_script("VQA2/run_vqa2.py")
+    main = load_script("VQA2/run_vqa2.py")
     with pytest.raises(SystemExit) as exit_info:
         main_wrapper(lambda: main(["--input_dir", contest["x_coco"], "--task_name", "nlvr2", "--output_dir", "o"]))
     assert exit_info.value.code == 2
@@ -386,6 +378,6 @@ def test_only_the_contest_ports_scripts_translate():
 
     assert contest_script("train", "vcr") is None and contest_script("train", None) is None
     assert contest_script("predict", "nlvr2") == "nlvr2_predict"
-    vcr = _load_script("VCR/run_vcr.py")
+    vcr = load_script("VCR/run_vcr.py")
     with pytest.raises(SystemExit):  # argparse: --task_name is not a flag of ours, and VCR had no contest script
         vcr(["--task_name", "vcr", "--data_dir", "d", "--features", "f", "--output_dir", "o"])
