@@ -169,7 +169,8 @@ def status():
     return {"loaded": _state["module"] is not None, "error": _state["error"], "tried": _state["tried"]}
 
 
-def _use_extension(x):
+def applies(x):
+    """bool: the C++ kernels would run on ``x`` (contiguous float32 CPU tensor, dygraph, extension available)."""
     import paddle
 
     return (paddle.in_dynamic_mode() and x.dtype == paddle.float32 and x.place.is_cpu_place()
@@ -181,11 +182,6 @@ def _contiguous(x):
     return x.is_contiguous() if hasattr(x, "is_contiguous") else True
 
 
-def applies(x):
-    """bool: the C++ kernels would run on ``x`` (float32, CPU, dygraph, extension available)."""
-    return _use_extension(x)
-
-
 def gelu(x):
     """Exact GELU ``x * Phi(x)``; the C++ kernel for float32 CPU tensors in dygraph, else ``F.gelu``.
 
@@ -195,7 +191,7 @@ def gelu(x):
     Returns:
         paddle.Tensor: same shape and dtype (differentiable).
     """
-    if _use_extension(x):
+    if applies(x):
         return _state["module"].visualbert_gelu(x)
     import paddle.nn.functional as F
 
@@ -215,7 +211,7 @@ def dropout(x, p):
     """
     import paddle
 
-    if 0.0 < p < 1.0 and _use_extension(x) and paddle.device.get_device() == "cpu":  # the seed is drawn there
+    if 0.0 < p < 1.0 and applies(x) and paddle.device.get_device() == "cpu":  # the seed is drawn there
         # 62 bits from Paddle's generator (what checkpoints save); randint's bounds are int32
         seed = paddle.randint(0, 2**31 - 1, [2], dtype="int64")
         return _state["module"].visualbert_dropout(x, seed, float(p))[0]
@@ -236,7 +232,7 @@ def layer_norm(x, weight, bias, epsilon):
     Returns:
         paddle.Tensor: float [..., H] (differentiable in all three tensors).
     """
-    if _use_extension(x) and weight is not None and bias is not None and all(
+    if applies(x) and weight is not None and bias is not None and all(
             t.dtype == x.dtype and t.place.is_cpu_place() and _contiguous(t) for t in (weight, bias)):
         return _state["module"].visualbert_layer_norm(x, weight, bias, float(epsilon))[0]
     import paddle.nn.functional as F
@@ -290,7 +286,7 @@ def merge_heads(context):
 
 
 def _require(*tensors):
-    if not all(_use_extension(t) for t in tensors):
+    if not all(applies(t) for t in tensors):
         raise ValueError("visualbert C++ kernel called on a tensor it does not apply to (float32, contiguous, CPU, "
                          "dygraph, extension loaded): check kernels.applies() first")
 
@@ -310,7 +306,7 @@ def bert_adam_(param, grad, next_m, next_v, lr, beta1, beta2, epsilon, weight_de
         bool: False when the kernel does not apply (then nothing was changed and the caller updates).
     """
     tensors = (param, grad, next_m, next_v)
-    if not all(_use_extension(t) for t in tensors) or len({tuple(t.shape) for t in tensors}) != 1:
+    if not all(applies(t) for t in tensors) or len({tuple(t.shape) for t in tensors}) != 1:
         return False
     # detach(): the same storage, without the leaf-parameter check that forbids in-place ops on it
     _state["module"].visualbert_bert_adam_(param.detach(), grad, next_m, next_v, float(lr), float(beta1),
