@@ -2,7 +2,8 @@
 
     python tests/rank_weights_driver.py DUMP_DIR SCRIPT.py [script arguments...]
 
-writes ``DUMP_DIR/rank<r>.pdparams`` at the end of training (the multi-process tests compare them).
+writes ``DUMP_DIR/rank<r>.pdparams`` at the end of training (the multi-process tests compare them). The script's
+``main`` runs under ``cli.main_wrapper``, as the script's own ``__main__`` does (its errors and its exit).
 """
 
 import os
@@ -11,6 +12,7 @@ import sys
 
 import paddle
 
+from visualbert.cli import main_wrapper
 from visualbert.engine import TrainerCallback
 
 
@@ -25,4 +27,5 @@ class DumpRankWeights(TrainerCallback):
 
 if __name__ == "__main__":
     dump_dir, script, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
-    sys.exit(runpy.run_path(script)["main"](argv, callbacks=[DumpRankWeights(dump_dir)]))
+    main = runpy.run_path(script)["main"]
+    main_wrapper(lambda: main(argv, callbacks=[DumpRankWeights(dump_dir)]))

@@ -59,13 +59,11 @@ def test_two_processes_equal_one_process_with_double_batch(synth, tmp_path, opti
     # First update: step_1 of both runs.
     w1 = load(os.path.join(one, "step_1", "model_state.pdparams"))
     w2 = load(os.path.join(two, "step_1", "model_state.pdparams"))
-    init = None
     for k in w1:
         np.testing.assert_allclose(w2[k], w1[k], rtol=1e-5, atol=1e-6, err_msg=k)
     # and training changed the weights (the comparison is not vacuous)
     final1 = load(os.path.join(one, "final", "model_state.pdparams"))
     assert any(not np.allclose(w1[k], final1[k]) for k in w1)
-    del init
 
     # Both ranks end with identical weights (all-reduced gradients, same optimizer state).
     r0 = load(str(tmp_path / "dump2" / "rank0.pdparams"))
@@ -84,3 +82,35 @@ def test_two_processes_equal_one_process_with_double_batch(synth, tmp_path, opti
     ev1, ev2 = rec1[-1], rec2[-1]
     assert ev1["accuracy"] == ev2["accuracy"]
     assert ev2["loss"] == pytest.approx(ev1["loss"], rel=1e-4)
+
+
+EXIT_SCRIPT = """
+import atexit, sys, threading, time
+import visualbert.distributed as distributed
+distributed._PARALLEL_READY = {parallel}  # what init_distributed leaves in a launched multi-process run
+atexit.register(lambda: print("atexit callback ran", flush=True))
+worker = threading.Thread(target=lambda: (time.sleep(0.3), print("thread finished", flush=True)))
+worker.start()
+sys.stdout.write("unflushed text")
+try:
+    distributed.exit_process(3)
+except SystemExit as e:
+    print("SystemExit", e.code)
+    raise
+print("after exit_process")
+"""
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_exit_process_finishes_python_s_exit_work(parallel):
+    """Multi-process: exit_process skips only the C++ static destructors (the TCPStore abort), so the status, the
+    buffered output, a running thread and the atexit callbacks are all kept; one process: a plain SystemExit."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+    p = subprocess.run([sys.executable, "-c", EXIT_SCRIPT.format(parallel=parallel)], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 3, p.stderr[-2000:]
+    assert p.stdout.startswith("unflushed text")
+    assert "thread finished" in p.stdout and "atexit callback ran" in p.stdout
+    assert p.stdout.index("thread finished") < p.stdout.index("atexit callback ran")  # Python's own order
+    assert "after exit_process" not in p.stdout
+    assert ("SystemExit 3" in p.stdout) == (not parallel)

@@ -117,8 +117,11 @@ def test_sigint_stops_promptly_and_leaves_no_worker(workers):
                 import multiprocessing
                 print("PIDS", " ".join(str(p.pid) for p in multiprocessing.active_children()), flush=True)
     """
+    # A suite started in the background by a non-interactive shell has SIGINT ignored, and a child inheriting
+    # SIG_IGN never gets Python's KeyboardInterrupt handler: the child starts with the default disposition.
     proc = subprocess.Popen([sys.executable, "-c", PRELUDE + textwrap.dedent(body)], env=env, cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         line = proc.stdout.readline()
         assert line.startswith("PIDS"), proc.stderr.read()

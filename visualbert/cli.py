@@ -15,6 +15,7 @@ import traceback
 from typing import Callable
 
 from . import accel
+from .distributed import exit_process
 from .safety import RefusedError, RunInterrupted, StopSignals, existing_outputs_problem, positive_int
 
 
@@ -330,9 +331,9 @@ def main_wrapper(main: Callable[[], int | None]) -> None:
         if status is None:
             if isinstance(err, KeyboardInterrupt):
                 print("error: interrupted", file=sys.stderr)
-                sys.exit(130)
+                exit_process(130)
             traceback.print_exc()
-            sys.exit(1)
+            exit_process(1)
         if debug:
             traceback.print_exc()
             worker_tb = getattr(err, "worker_traceback", None)
@@ -342,5 +343,5 @@ def main_wrapper(main: Callable[[], int | None]) -> None:
         if isinstance(err, RunInterrupted):
             message += " (the newest complete checkpoint is kept; continue with --resume_from latest)"
         print(f"error: {message}", file=sys.stderr)
-        sys.exit(status)
-    sys.exit(code or 0)
+        exit_process(status)
+    exit_process(code or 0)
