@@ -4,6 +4,7 @@ both ranks end with identical weights, the evaluation sharded over the 2 ranks g
 rank 0 writes files."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -114,3 +115,29 @@ def test_exit_process_finishes_python_s_exit_work(parallel):
     assert p.stdout.index("thread finished") < p.stdout.index("atexit callback ran")  # Python's own order
     assert "after exit_process" not in p.stdout
     assert ("SystemExit 3" in p.stdout) == (not parallel)
+
+
+SLOW_FINI = "#include <unistd.h>\n__attribute__((destructor)) static void slow_fini(void) { usleep(2000000); }\n"
+
+
+def test_a_peer_closing_while_rank_0_exits_does_not_abort_it(synth, tmp_path):
+    """Rank 0's exit is held 2 s after the C++ static destructors (a library destructor sleeping) and rank 1 closes
+    its connections 1 s after training, inside that window: with a plain exit rank 0 died with SIGABRT (exit -6)
+    every time; exit_process keeps the finished run's status 0."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("no C compiler for the slow-exit library")
+    (tmp_path / "slow_fini.c").write_text(SLOW_FINI)
+    library = str(tmp_path / "libslow_fini.so")
+    subprocess.run([compiler, "-shared", "-fPIC", "-o", library, str(tmp_path / "slow_fini.c")], check=True)
+    driver = os.path.join(ROOT, "tests", "late_peer_exit_driver.py")
+    log_dir = str(tmp_path / "log")
+    cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir", log_dir, driver,
+           library, "1.0", "NLVR2/run_nlvr2.py", "--data_dir", f"{synth}/nlvr2", "--features",
+           f"{synth}/detectron_fix_144", "--output_dir", str(tmp_path / "out"), "--batch_size", "2", "--max_steps", "1",
+           "--eval_steps", "1"] + MODEL
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PADDLE_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=400, env=env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert os.path.isfile(str(tmp_path / "out" / "final" / "model_state.pdparams"))

@@ -49,8 +49,9 @@ def exit_process(status: int) -> NoReturn:
     Why: rank 0 hosts Paddle's TCPStore server (paddle 3.3.1, libuv), whose thread logs with glog (a ``VLOG`` in
     ``LibUVClient::readCallback``) when a peer closes its connection. A peer closing while rank 0's static
     destructors run finds glog's lock destroyed, and rank 0 dies with SIGABRT and no message after a finished run
-    (exit -6 in about 1 of 10 two-process runs here; core dump: main thread in ``_dl_fini``, the store thread in
-    ``google::InitVLOG3__`` -> ``abort``). Without the destructors there is no such window.
+    (core dump: the main thread in ``_dl_fini``, the store thread in ``google::InitVLOG3__`` -> ``abort``). It hit
+    about one two-process test per full suite here; a library with a slow shutdown widens the window to every run
+    (``tests/test_distributed.py``). Without the destructors there is no such window.
     """
     if not _PARALLEL_READY:
         sys.exit(status)
