@@ -23,12 +23,12 @@ from visualbert import distributed_eval
 from visualbert.configuration import VisualBertConfig
 from visualbert.data.collate import Collator
 from visualbert.modeling import VisualBertForVisualReasoning
+from visualbert.distributed import exit_process, init_distributed
 from visualbert.engine import predict as run_inference
 
 out = sys.argv[1]
 world, rank = int(os.environ.get("PADDLE_TRAINERS_NUM", "1")), int(os.environ.get("PADDLE_TRAINER_ID", "0"))
-if world > 1:
-    paddle.distributed.init_parallel_env()
+init_distributed()
 with open(os.path.join(out, f"threads_{world}_{rank}.json"), "w") as f:
     json.dump({"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "cores": visualbert.runtime.available_cores()}, f)
 paddle.seed(0)
@@ -51,6 +51,7 @@ if rank == 0:
     np.savez(os.path.join(out, f"eval_{world}.npz"), logits=arrays["logits"], labels=meta["labels"])
     with open(os.path.join(out, f"eval_{world}.json"), "w") as f:
         json.dump({"identifier": meta["identifier"], "loss": loss, "counts": counts}, f)
+exit_process(0)  # how a multi-process program ends (see distributed.exit_process)
 '''
 
 
