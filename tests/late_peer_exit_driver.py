@@ -13,11 +13,8 @@ import runpy
 import sys
 import time
 
-if __name__ == "__main__" and os.environ.get("PADDLE_TRAINER_ID") == "0":
-    ctypes.CDLL(sys.argv[1])
-
-from visualbert.cli import main_wrapper  # noqa: E402
-from visualbert.engine import TrainerCallback  # noqa: E402
+from visualbert.cli import main_wrapper
+from visualbert.engine import TrainerCallback
 
 
 class LatePeerExit(TrainerCallback):
@@ -30,6 +27,8 @@ class LatePeerExit(TrainerCallback):
 
 
 if __name__ == "__main__":
-    delay, script, argv = float(sys.argv[2]), sys.argv[3], sys.argv[4:]
+    library, delay, script, argv = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4:]
+    if os.environ.get("PADDLE_TRAINER_ID") == "0":
+        ctypes.CDLL(library)  # its destructor runs in exit's last phase, whenever it was loaded
     main = runpy.run_path(script)["main"]
     main_wrapper(lambda: main(argv, callbacks=[LatePeerExit(delay)]))
