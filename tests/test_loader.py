@@ -118,10 +118,10 @@ def test_sigint_stops_promptly_and_leaves_no_worker(workers):
                 print("PIDS", " ".join(str(p.pid) for p in multiprocessing.active_children()), flush=True)
     """
     # A suite started in the background by a non-interactive shell has SIGINT ignored, and a child inheriting
-    # SIG_IGN never gets Python's KeyboardInterrupt handler: the child starts with the default disposition.
-    proc = subprocess.Popen([sys.executable, "-c", PRELUDE + textwrap.dedent(body)], env=env, cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # SIG_IGN never gets Python's KeyboardInterrupt handler: the child installs it itself.
+    restore_sigint = "import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
+    proc = subprocess.Popen([sys.executable, "-c", restore_sigint + PRELUDE + textwrap.dedent(body)], env=env,
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
         assert line.startswith("PIDS"), proc.stderr.read()

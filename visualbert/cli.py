@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 import traceback
-from typing import Callable
+from typing import Callable, NoReturn
 
 from . import accel
 from .distributed import exit_process
@@ -306,14 +306,14 @@ def error_status(err: BaseException) -> int | None:
     return None
 
 
-def main_wrapper(main: Callable[[], int | None]) -> None:
+def main_wrapper(main: Callable[[], int | None]) -> NoReturn:
     """Runs ``main()`` with SIGINT/SIGTERM turned into a prompt stop (:class:`visualbert.safety.StopSignals`; the
     engine defers them while a checkpoint is written).
 
     Every error the project raises for the user (see :func:`error_status`) becomes ONE line ``error: ...`` on stderr
     and exit status 2 (bad input, refused request) or 1 (non-finite loss, loader worker died); a signal exits
     128 + its number. ``--debug`` prints the traceback first (and a loader worker's own traceback). Other
-    exceptions are bugs: traceback, exit 1.
+    exceptions are bugs: traceback, exit 1. The process ends through :func:`visualbert.distributed.exit_process`.
     """
     debug = "--debug" in sys.argv[1:]
     try:

@@ -3,6 +3,8 @@ per-rank logging and seeding."""
 
 from __future__ import annotations
 
+import atexit
+import ctypes
 import logging
 import os
 import random
@@ -42,37 +44,38 @@ def init_distributed() -> int:
 
 
 def exit_process(status: int) -> NoReturn:
-    """Ends the process with exit ``status``: ``sys.exit`` in a single process; in a multi-process run Python's own
-    exit work (non-daemon threads joined, every ``atexit`` callback: logging flushed, multiprocessing's children
-    reaped, Paddle's process groups destroyed) and then ``os._exit``, skipping only the C++ static destructors.
+    """Ends the process with exit ``status``: ``sys.exit`` in a single process. In a launched multi-process run:
+    Python's own exit work (``threading._shutdown``: its exit hooks and the join of non-daemon threads; every
+    ``atexit`` callback: logging flushed, multiprocessing's children reaped, Paddle's process groups destroyed), the
+    Python and C stdio buffers flushed, then ``os._exit``. That skips the rest of interpreter finalization and the C
+    library's exit handlers, C++ static destructors included; everything the project writes is closed by its
+    ``with`` / ``finally`` before this point.
 
     Why: rank 0 hosts Paddle's TCPStore server (paddle 3.3.1, libuv), whose thread logs with glog (a ``VLOG`` in
     ``LibUVClient::readCallback``) when a peer closes its connection. A peer closing while rank 0's static
     destructors run finds glog's lock destroyed, and rank 0 dies with SIGABRT and no message after a finished run
     (core dump: the main thread in ``_dl_fini``, the store thread in ``google::InitVLOG3__`` -> ``abort``). It hit
     about one two-process test per full suite here; a library with a slow shutdown widens the window to every run
-    (``tests/test_distributed.py``). Without the destructors there is no such window.
+    (``tests/test_distributed.py``). Without the destructors there is no such window. The world size decides, not a
+    finished ``init_distributed``: a failed process-group setup may already have started the store.
     """
-    if not _PARALLEL_READY:
+    if world_size() == 1:
         sys.exit(status)
-    import atexit
-    import ctypes
-
-    current = threading.current_thread()
-    for thread in threading.enumerate():
-        if thread is not current and not thread.daemon:
-            thread.join()
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # closed or a broken pipe: nothing left to lose
-            pass
     try:
-        ctypes.CDLL(None).fflush(None)  # C stdio buffers (Paddle's C++ prints)
-    except (OSError, AttributeError):
-        pass
-    os._exit(status)
+        threading._shutdown()  # what Python's own shutdown calls first (concurrent.futures stops its threads here)
+        atexit._run_exitfuncs()
+    finally:  # a second Ctrl-C while joining must not bring the C library's exit back
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                if stream is not None:
+                    stream.flush()
+            except (OSError, ValueError):  # closed or a broken pipe: nothing left to lose
+                pass
+        try:
+            ctypes.CDLL(None).fflush(None)  # C stdio buffers (Paddle's C++ prints)
+        except (OSError, AttributeError):
+            pass
+        os._exit(status)
 
 
 def setup_logging() -> None:
