@@ -344,8 +344,6 @@ PD_BUILD_GRAD_OP(visualbert_gelu)
     .Outputs({paddle::Grad("X")})
     .SetKernelFn(PD_KERNEL(GeluBackward));
 
-
-
 std::vector<paddle::Tensor> DropoutForward(const paddle::Tensor& x, const paddle::Tensor& seed, float p) {
   check_cpu_float32(x, "visualbert_dropout");
   PD_CHECK(seed.is_cpu() && seed.dtype() == paddle::DataType::INT64 && seed.numel() == 2,
@@ -360,7 +358,7 @@ std::vector<paddle::Tensor> DropoutForward(const paddle::Tensor& x, const paddle
 }
 
 std::vector<paddle::Tensor> DropoutBackward(const paddle::Tensor& mask, const paddle::Tensor& grad_out, float p) {
-  check_initialized(grad_out, "visualbert backward");
+  check_initialized(grad_out, "visualbert_dropout_grad");
   auto grad_x = paddle::empty(grad_out.shape(), grad_out.dtype(), grad_out.place());
   dropout_backward(mask.data<uint8_t>(), grad_out.data<float>(), grad_x.data<float>(), grad_out.numel(), p);
   return {grad_x};
@@ -463,7 +461,7 @@ std::vector<paddle::Tensor> MaskedSoftmaxForward(const paddle::Tensor& x, const 
 }
 
 std::vector<paddle::Tensor> MaskedSoftmaxBackward(const paddle::Tensor& out, const paddle::Tensor& grad_out) {
-  check_initialized(grad_out, "visualbert backward");
+  check_initialized(grad_out, "visualbert_masked_softmax_grad");
   auto grad_x = paddle::empty(out.shape(), out.dtype(), out.place());
   const int64_t lk = out.shape().back();
   softmax_backward(out.data<float>(), grad_out.data<float>(), grad_x.data<float>(), out.numel() / lk, lk);
