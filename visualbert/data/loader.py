@@ -310,15 +310,14 @@ def _worker_loop(worker_id, dataset, collate_fn, tasks, results, parent_pid, cur
         try:
             task = tasks.get(timeout=1.0)
         except queue.Empty:
-            if os.getppid() != parent_pid:  # the main process is gone: do not linger as an orphan
-                _remove_orphaned_files(shared_prefix, worker_id)
-                return
-            continue
+            task = ()  # nothing this second: only the check on the main process
         if task is None:
             return
-        if os.getppid() != parent_pid:
+        if os.getppid() != parent_pid:  # the main process is gone: do not linger as an orphan
             _remove_orphaned_files(shared_prefix, worker_id)
             return
+        if not task:
+            continue
         batch_no, indices = task
         current[worker_id] = batch_no  # read by the main process if this worker dies
         sent = set()
